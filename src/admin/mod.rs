@@ -1,0 +1,73 @@
+//! The admin plane, on its own listener: `/metrics`, `/livez`, `/readyz`,
+//! and `POST /admin/reload` (loopback clients only).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::proxy::server::{http_builder, stopped};
+
+pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let builder = http_builder(&app.limits);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let app = app.clone();
+        let svc = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(handle(&app, req, peer).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+        tokio::spawn(conn);
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(app.metrics.render())))
+            .unwrap_or_default(),
+        (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n".into()),
+        (&Method::GET, "/readyz") => {
+            if app.is_ready() {
+                text(StatusCode::OK, "ready\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+            }
+        }
+        (&Method::POST, "/admin/reload") => {
+            if !peer.ip().is_loopback() {
+                return text(StatusCode::FORBIDDEN, "reload is allowed from loopback only\n".into());
+            }
+            match app.reload().await {
+                Ok(g) => text(StatusCode::OK, format!("reloaded: generation {g}\n")),
+                Err(errs) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errs}\n")),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}

@@ -1,0 +1,245 @@
+//! The configuration documents exactly as written in YAML. Every struct
+//! rejects unknown keys; `Spanned` fields remember their line so that
+//! errors found after parsing can still name it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::duration;
+use super::error::{ConfigErrors, Origin};
+use super::{Limits, ProcessConfig, TlsFiles};
+
+// === process file ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessDoc {
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: Spanned<String>,
+    pub policies: PathBuf,
+    #[serde(default)]
+    pub tls: Option<TlsDoc>,
+    #[serde(default)]
+    pub limits: LimitsDoc,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDoc {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDoc {
+    pub max_token_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub header_read_timeout: Option<Duration>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_concurrent_streams: Option<u32>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub upstream_connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub upstream_response_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(
+        "0.0.0.0:8080".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(
+        "127.0.0.1:9090".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// The origin of a spanned value in `file`.
+pub fn origin<T>(file: &Path, s: &Spanned<T>) -> Origin {
+    Origin::new(file, s.referenced.line(), s.referenced.column())
+}
+
+impl ProcessDoc {
+    pub fn validate(self, path: &Path) -> Result<ProcessConfig, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut addr = |s: &Spanned<String>, what: &str| match s.value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(
+                    origin(path, s),
+                    format!("{what} `{}` is not an address such as 127.0.0.1:8080", s.value),
+                );
+                None
+            }
+        };
+        let listen = addr(&self.listen, "listen");
+        let admin_listen = addr(&self.admin_listen, "admin_listen");
+        let d = Limits::default();
+        let l = self.limits;
+        let limits = Limits {
+            max_token_bytes: l.max_token_bytes.unwrap_or(d.max_token_bytes),
+            header_read_timeout: l.header_read_timeout.unwrap_or(d.header_read_timeout),
+            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+            max_headers: l.max_headers.unwrap_or(d.max_headers),
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_concurrent_streams: l.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
+            upstream_connect_timeout: l
+                .upstream_connect_timeout
+                .unwrap_or(d.upstream_connect_timeout),
+            upstream_response_timeout: l
+                .upstream_response_timeout
+                .unwrap_or(d.upstream_response_timeout),
+            shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
+        };
+        if limits.max_header_bytes < 8192 {
+            // hyper refuses an HTTP/1 buffer under 8 KiB.
+            errs.push(Origin::file(path), "limits.max_header_bytes must be at least 8192");
+        }
+        if limits.max_connections == 0 {
+            errs.push(Origin::file(path), "limits.max_connections must be at least 1");
+        }
+        let config = ProcessConfig {
+            listen: listen.unwrap_or(([0, 0, 0, 0], 0).into()),
+            admin_listen: admin_listen.unwrap_or(([127, 0, 0, 1], 0).into()),
+            policies: base.join(&self.policies),
+            tls: self.tls.map(|t| TlsFiles {
+                cert: base.join(t.cert),
+                key: base.join(t.key),
+            }),
+            limits,
+            log_format: self.log_format,
+        };
+        errs.into_result(config)
+    }
+}
+
+// === policy files ===
+
+/// One policy file. The files of a directory are merged; a name defined twice
+/// is an error naming both places.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    #[serde(default)]
+    pub issuers: BTreeMap<String, Spanned<IssuerDoc>>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<String>>,
+    /// Header templates applied on every authenticated route.
+    #[serde(default)]
+    pub forward: BTreeMap<String, Spanned<String>>,
+    /// Client headers starting with one of these are always removed.
+    #[serde(default)]
+    pub reserved_header_prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteDoc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerDoc {
+    /// The exact `iss` value of this issuer's tokens.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audience: OneOrMany,
+    pub jwks_uri: Option<String>,
+    /// A JWKS file, resolved against the policy file's folder.
+    pub jwks_file: Option<PathBuf>,
+    /// Plain-http `jwks_uri` is refused unless this is set.
+    #[serde(default)]
+    pub allow_http: bool,
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub leeway: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub refresh_interval: Option<Duration>,
+    pub untrusted_claims: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDoc {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchDoc,
+    pub upstream: Option<String>,
+    /// No token needed; header hygiene still applies.
+    #[serde(default)]
+    pub public: bool,
+    /// Issuers whose tokens this route accepts; all when absent.
+    pub issuers: Option<Vec<String>>,
+    /// The rule a verified token must satisfy; any verified token when absent.
+    pub allow: Option<Spanned<RuleDoc>>,
+    #[serde(default)]
+    pub forward: BTreeMap<String, Spanned<String>>,
+    /// Send the client's `Authorization` header to the upstream.
+    #[serde(default)]
+    pub pass_authorization: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchDoc {
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    pub host: Option<String>,
+}
+
+/// One node of an `allow` rule: exactly one of `all`, `any`, `not`, a
+/// `claim` with one operator, or a shorthand such as `scope`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    pub all: Option<Vec<Spanned<RuleDoc>>>,
+    pub any: Option<Vec<Spanned<RuleDoc>>>,
+    pub not: Option<Box<Spanned<RuleDoc>>>,
+    pub claim: Option<String>,
+    pub equals: Option<serde_json::Value>,
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    pub contains: Option<serde_json::Value>,
+    pub exists: Option<bool>,
+    pub scope: Option<String>,
+}

@@ -1,0 +1,101 @@
+//! Configuration: parse → validate → compile → freeze.
+//!
+//! Two kinds of file. The process file (`claimgate.yaml`) names the
+//! listeners, limits and where the policy files live; it is read once at
+//! start. The policy directory holds issuers, upstreams, header templates and
+//! routes; `compile` turns it into one immutable [`Snapshot`], and
+//! `claimgate validate` runs exactly that code.
+//!
+//! [`Snapshot`]: crate::snapshot::Snapshot
+
+mod compile;
+mod docs;
+mod duration;
+pub mod error;
+pub mod yaml;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use compile::{compile, PolicySource};
+pub use docs::{LogFormat, ProcessDoc};
+pub use error::{ConfigError, ConfigErrors, Origin};
+pub use yaml::{EnvVars, Vars};
+
+/// The process configuration, validated.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Directory of policy files, resolved against the process file's folder.
+    pub policies: PathBuf,
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+}
+
+/// A certificate chain and private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Bounds on what one client or upstream may cost (SECURITY.md rule 18).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest token accepted, in bytes, checked before any decoding.
+    pub max_token_bytes: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1 buffer) in bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers accepted.
+    pub max_headers: usize,
+    /// Connections served at once; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    pub upstream_connect_timeout: Duration,
+    /// Time the upstream has to send its response headers.
+    pub upstream_response_timeout: Duration,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: 8 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+            max_concurrent_streams: 200,
+            upstream_connect_timeout: Duration::from_secs(2),
+            upstream_response_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ProcessConfig {
+    /// Reads and validates the process file. Every error at once.
+    pub fn load(path: &Path, vars: &dyn Vars) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let mut errs = ConfigErrors::default();
+            errs.push(Origin::file(path), format!("cannot read: {e}"));
+            errs
+        })?;
+        Self::from_text(path, &text, vars)
+    }
+
+    /// Validates process configuration text; `path` names it in errors and
+    /// anchors relative paths.
+    pub fn from_text(path: &Path, text: &str, vars: &dyn Vars) -> Result<Self, ConfigErrors> {
+        let text = yaml::expand(path, text, vars).map_err(ConfigErrors)?;
+        let doc: ProcessDoc = yaml::parse(path, &text).map_err(|e| ConfigErrors(vec![e]))?;
+        doc.validate(path)
+    }
+}

@@ -1,0 +1,147 @@
+//! Header hygiene (SECURITY.md rules 13–15): what a client sent that must
+//! never reach the upstream as it was sent.
+
+use std::collections::HashSet;
+
+use http::header::{HeaderName, CONNECTION};
+use http::HeaderMap;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Forwarding headers claimgate sets itself from the connection (rule 15).
+pub const FORWARDED_EXACT: [&str; 2] = ["forwarded", "x-real-ip"];
+/// Prefixes of forwarding headers (rule 15).
+pub const FORWARDED_PREFIXES: [&str; 2] = ["x-forwarded-", "x-original-"];
+
+/// The header names claimgate owns: a client can never send them upstream.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedHeaders {
+    exact: HashSet<String>,
+    prefixes: Vec<String>,
+}
+
+impl OwnedHeaders {
+    /// Owns the forwarding headers, plus `names` and `prefixes` (any spelling).
+    pub fn new<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        prefixes: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut exact: HashSet<String> = FORWARDED_EXACT.iter().map(|s| s.to_string()).collect();
+        exact.extend(names.into_iter().map(canonical));
+        let mut prefixes: Vec<String> = prefixes.into_iter().map(canonical).collect();
+        prefixes.extend(FORWARDED_PREFIXES.iter().map(|s| s.to_string()));
+        Self { exact, prefixes }
+    }
+
+    /// True when a header of this name (any spelling) is claimgate's.
+    pub fn owns(&self, name: &str) -> bool {
+        let c = canonical(name);
+        self.exact.contains(&c) || self.prefixes.iter().any(|p| c.starts_with(p.as_str()))
+    }
+}
+
+/// The canonical form of a header name: lowercase, with `_` and `.` read as
+/// `-`, the way CGI, WSGI, Rails and nginx's `underscores_in_headers` may
+/// read them (rule 14). `X_User_Id` and `x.user.id` are `x-user-id`.
+pub fn canonical(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' | b'.' => '-',
+            b => b.to_ascii_lowercase() as char,
+        })
+        .collect()
+}
+
+/// Removes hop-by-hop headers, every header the `Connection` header names,
+/// and every header claimgate owns, in any spelling.
+pub fn clean_request(headers: &mut HeaderMap, owned: &OwnedHeaders) {
+    strip_hop_by_hop(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| owned.owns(name.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Removes hop-by-hop headers and those named by `Connection` (rule 13).
+/// Used on requests and on upstream responses.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
+        headers.remove(name.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.parse::<HeaderName>().unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn every_spelling_of_an_owned_header_is_removed() {
+        let owned = OwnedHeaders::new(["X-User-Id"], ["x-hasura-"]);
+        let mut h = map(&[
+            ("x-user-id", "1"),
+            ("X_User_Id", "2"),
+            ("x.user.id", "3"),
+            ("X-HASURA-ROLE", "admin"),
+            ("x_hasura_user_id", "9"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-original-url", "/admin"),
+            ("accept", "*/*"),
+            ("x-user-idx", "kept"),
+        ]);
+        clean_request(&mut h, &owned);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["accept", "x-user-idx"]);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret-Flag"),
+            ("x-secret-flag", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+}

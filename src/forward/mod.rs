@@ -1,0 +1,7 @@
+//! The `hygiene` and `inject` stages: what the upstream receives.
+
+pub mod hygiene;
+pub mod template;
+
+pub use hygiene::{canonical, clean_request, strip_hop_by_hop, OwnedHeaders};
+pub use template::{HeaderTemplate, RenderError};

@@ -1,0 +1,286 @@
+//! Turning a JWKS document into verification keys (SECURITY.md rule 10).
+//!
+//! A key that breaks a rule is skipped with a reason, not fatal to the set:
+//! one odd key at the IdP must not take every other key down with it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+use thiserror::Error;
+
+/// Most keys accepted in one JWKS.
+pub const MAX_KEYS: usize = 100;
+/// Smallest RSA modulus accepted (RFC 7518 §3.3 requires 2048 bits).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Every asymmetric algorithm claimgate verifies.
+pub const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum JwksError {
+    #[error("JWKS is not a JSON object with a `keys` array")]
+    NotAJwks,
+    #[error("JWKS has {0} keys, more than {MAX_KEYS}")]
+    TooManyKeys(usize),
+    #[error("JWKS has no usable key ({0} skipped)")]
+    NoUsableKey(usize),
+    #[error("fetch failed: {0}")]
+    Fetch(String),
+}
+
+/// One key that may verify tokens, with the algorithms it may verify.
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    /// The algorithms this key may verify: its type's, narrowed by its own
+    /// `alg` and by the issuer's allow-list (rule 3).
+    pub algorithms: Vec<Algorithm>,
+    pub key: DecodingKey,
+    /// The key material, to tell a rotated key from the same key.
+    pub material: String,
+}
+
+/// The keys of one issuer at one moment. Immutable; a refresh builds a new one.
+#[derive(Default)]
+pub struct KeySet {
+    keys: Vec<Arc<VerifyKey>>,
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+    /// Why keys were skipped, for logs.
+    pub skipped: Vec<String>,
+}
+
+impl KeySet {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key a token's header selects. `kid` is only ever a map key
+    /// (rule 4). Without `kid`, every key allowing `alg` is a candidate.
+    pub fn select<'a>(
+        &'a self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a Arc<VerifyKey>> + 'a {
+        let by_kid = kid.map(|k| self.by_kid.get(k));
+        let list: Box<dyn Iterator<Item = &'a Arc<VerifyKey>> + 'a> = match by_kid {
+            Some(found) => Box::new(found.into_iter()),
+            None => Box::new(self.keys.iter()),
+        };
+        list.filter(move |k| k.algorithms.contains(&alg))
+    }
+
+    pub fn keys(&self) -> &[Arc<VerifyKey>] {
+        &self.keys
+    }
+}
+
+/// Parses a JWKS, keeping keys that follow rule 10 and allow one of
+/// `allowed`.
+pub fn parse(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
+    let doc: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotAJwks)?;
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(JwksError::NotAJwks)?;
+    if keys.len() > MAX_KEYS {
+        return Err(JwksError::TooManyKeys(keys.len()));
+    }
+    let mut set = KeySet::default();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut conflicted: Vec<String> = Vec::new();
+    for (i, jwk) in keys.iter().enumerate() {
+        match key(jwk, allowed) {
+            Ok(k) => {
+                if let Some(kid) = &k.kid {
+                    match seen.get(kid) {
+                        Some(m) if *m != k.material => conflicted.push(kid.clone()),
+                        Some(_) => continue,
+                        None => {
+                            seen.insert(kid.clone(), k.material.clone());
+                        }
+                    }
+                }
+                set.keys.push(Arc::new(k));
+            }
+            Err(why) => set.skipped.push(format!("key {i}: {why}")),
+        }
+    }
+    // A kid naming two different keys cannot be trusted either way: drop both.
+    if !conflicted.is_empty() {
+        set.keys
+            .retain(|k| !k.kid.as_ref().is_some_and(|kid| conflicted.contains(kid)));
+        for kid in conflicted {
+            set.skipped.push(format!("kid {kid:?}: names two different keys"));
+        }
+    }
+    for k in &set.keys {
+        if let Some(kid) = &k.kid {
+            set.by_kid.insert(kid.clone(), k.clone());
+        }
+    }
+    if set.keys.is_empty() {
+        return Err(JwksError::NoUsableKey(set.skipped.len()));
+    }
+    Ok(set)
+}
+
+fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
+    let s = |name: &str| jwk.get(name).and_then(Value::as_str);
+    match jwk.get("use") {
+        None => {}
+        Some(v) if v == "sig" => {}
+        Some(_) => return Err("`use` is not `sig`".into()),
+    }
+    let kty = s("kty").ok_or("no `kty`")?;
+    let (family, key, material): (Vec<Algorithm>, DecodingKey, String) = match kty {
+        "RSA" => {
+            let (n, e) = (s("n").ok_or("no `n`")?, s("e").ok_or("no `e`")?);
+            let bits = rsa_bits(n).ok_or("`n` is not base64url")?;
+            if bits < MIN_RSA_BITS {
+                return Err(format!("RSA key of {bits} bits, under {MIN_RSA_BITS}"));
+            }
+            let key = DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?;
+            (ASYMMETRIC[..6].to_vec(), key, format!("RSA:{n}:{e}"))
+        }
+        "EC" => {
+            let (x, y) = (s("x").ok_or("no `x`")?, s("y").ok_or("no `y`")?);
+            let alg = match s("crv") {
+                Some("P-256") => Algorithm::ES256,
+                Some("P-384") => Algorithm::ES384,
+                other => return Err(format!("unsupported EC curve {other:?}")),
+            };
+            let key = DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?;
+            (vec![alg], key, format!("EC:{x}:{y}"))
+        }
+        "OKP" => {
+            if s("crv") != Some("Ed25519") {
+                return Err("unsupported OKP curve".into());
+            }
+            let x = s("x").ok_or("no `x`")?;
+            let key = DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?;
+            (vec![Algorithm::EdDSA], key, format!("OKP:{x}"))
+        }
+        // Never a shared secret from a JWKS: that is the RS→HS confusion door.
+        "oct" => return Err("symmetric (`oct`) keys are never taken from a JWKS".into()),
+        other => return Err(format!("unsupported kty {other:?}")),
+    };
+    let mut algorithms = family;
+    if let Some(alg) = jwk.get("alg") {
+        let named: Algorithm = alg
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or("`alg` is not a known algorithm")?;
+        if !algorithms.contains(&named) {
+            return Err(format!("`alg` {named:?} does not fit kty {kty}"));
+        }
+        algorithms = vec![named];
+    }
+    algorithms.retain(|a| allowed.contains(a));
+    if algorithms.is_empty() {
+        return Err("none of its algorithms is allowed for this issuer".into());
+    }
+    let kid = match jwk.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err("`kid` is not a string".into()),
+    };
+    Ok(VerifyKey {
+        kid,
+        algorithms,
+        key,
+        material,
+    })
+}
+
+fn rsa_bits(n: &str) -> Option<usize> {
+    let bytes = URL_SAFE_NO_PAD.decode(n).ok()?;
+    let first = bytes.iter().position(|b| *b != 0)?;
+    let lead = bytes[first].leading_zeros() as usize;
+    Some((bytes.len() - first) * 8 - lead)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ec_key(kid: &str) -> Value {
+        // A valid P-256 public point (the RFC 7515 A.3 example key).
+        json!({"kty":"EC","crv":"P-256","kid":kid,
+               "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+               "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"})
+    }
+
+    fn parse_value(v: Value) -> Result<KeySet, JwksError> {
+        parse(v.to_string().as_bytes(), &ASYMMETRIC)
+    }
+
+    #[test]
+    fn keeps_a_valid_ec_key() {
+        let set = parse_value(json!({"keys":[ec_key("a")]})).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.select(Some("a"), Algorithm::ES256).count(), 1);
+        assert_eq!(set.select(Some("a"), Algorithm::RS256).count(), 0);
+        assert_eq!(set.select(Some("b"), Algorithm::ES256).count(), 0);
+    }
+
+    #[test]
+    fn refuses_oct_enc_small_rsa_and_mismatched_alg() {
+        let small_n = URL_SAFE_NO_PAD.encode([0xc1u8; 128]); // 1024 bits
+        let keys = json!({"keys":[
+            {"kty":"oct","k":"c2VjcmV0","kid":"h"},
+            {"kty":"RSA","n":small_n,"e":"AQAB","kid":"r"},
+            {"use":"enc","kty":"EC","crv":"P-256","kid":"e",
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"alg":"RS256","kty":"EC","crv":"P-256","kid":"m",
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+        ]});
+        assert_eq!(parse_value(keys).err(), Some(JwksError::NoUsableKey(4)));
+    }
+
+    #[test]
+    fn duplicate_kid_with_different_material_drops_both() {
+        let mut other = ec_key("a");
+        other["x"] = json!("gI0GAILBdu7T53akrFmMyGcsF3n5dO7MmwNBHKW5SV0");
+        other["y"] = json!("SLW_xSffzlPWrHEVI30DHM_4egVwt3NQqeUD7nMFpps");
+        let set = parse_value(json!({"keys":[ec_key("a"), other, ec_key("b")]})).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.keys()[0].kid.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn too_many_keys_and_garbage_are_refused() {
+        let many: Vec<Value> = (0..=MAX_KEYS).map(|i| ec_key(&i.to_string())).collect();
+        assert_eq!(
+            parse_value(json!({ "keys": many })).err(),
+            Some(JwksError::TooManyKeys(MAX_KEYS + 1))
+        );
+        assert_eq!(parse(b"<html>", &ASYMMETRIC).err(), Some(JwksError::NotAJwks));
+        assert_eq!(parse(b"{\"keys\":{}}", &ASYMMETRIC).err(), Some(JwksError::NotAJwks));
+    }
+
+    #[test]
+    fn issuer_allow_list_narrows_keys() {
+        let r = parse(json!({"keys":[ec_key("a")]}).to_string().as_bytes(), &[Algorithm::RS256]);
+        assert_eq!(r.err(), Some(JwksError::NoUsableKey(1)));
+    }
+}

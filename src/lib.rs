@@ -1,0 +1,18 @@
+//! claimgate: a reverse proxy that verifies JWTs, decides with RBAC policies
+//! over their claims, and forwards the verified claims as headers.
+//!
+//! The request path is one straight line (see `proxy::pipeline`):
+//! route → hygiene → extract → verify → decide → inject → upstream → respond.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod forward;
+pub mod jwks;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod snapshot;
+pub mod token;

@@ -1,0 +1,161 @@
+//! The claimgate command line: `run`, `demo`, `validate`.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use claimgate::config::{EnvVars, LogFormat, PolicySource, ProcessConfig};
+
+#[derive(Parser)]
+#[command(name = "claimgate", version, about = "A reverse proxy that enforces JWT claims")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the embedded demo: proxy, echo upstream, JWKS and example tokens.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+    },
+    /// Check a configuration with the same code a reload runs; exit 1 on error.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAIMGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("claimgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config } => run(config).await,
+            Command::Demo { listen, admin_listen } => demo(listen, admin_listen).await,
+            Command::Validate { config } => validate(config),
+        }
+    })
+}
+
+fn validate(path: PathBuf) -> ExitCode {
+    // The same parse → validate → compile as `run` and a reload; key stores
+    // are created but nothing is fetched.
+    let result = ProcessConfig::load(&path, &EnvVars).and_then(|config| {
+        let sources = PolicySource::read_dir(&config.policies)?;
+        let metrics = std::sync::Arc::new(claimgate::metrics::Metrics::new());
+        let fetcher = claimgate::jwks::Fetcher::default();
+        let mut stores = |issuer: &str, source: &claimgate::jwks::KeySource, algs: &[jsonwebtoken::Algorithm], refresh: Duration| {
+            std::sync::Arc::new(claimgate::jwks::JwksStore::new(
+                issuer.to_string(),
+                source.clone(),
+                algs.to_vec(),
+                refresh,
+                fetcher.clone(),
+                metrics.clone(),
+            ))
+        };
+        let snapshot = claimgate::config::compile(&sources, &EnvVars, &mut stores, config.limits.max_token_bytes, 1)?;
+        Ok((sources.len(), snapshot.router.len()))
+    });
+    match result {
+        Ok((files, routes)) => {
+            println!("{}: ok ({files} policy files, {routes} routes)", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{errs}");
+            eprintln!("{} error(s)", errs.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let (config, app) = match claimgate::app::load(&path, Box::new(EnvVars)) {
+        Ok(x) => x,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(config.log_format);
+    let running = match claimgate::app::start(&config, app).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(listen = %running.addr, admin = %running.admin_addr, "claimgate serving");
+    let app = running.app.clone();
+    let reloader = tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let _ = app.reload().await;
+        }
+    });
+    wait_for_stop().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    reloader.abort();
+    running.shutdown(Duration::ZERO).await;
+    ExitCode::SUCCESS
+}
+
+async fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
+    init_logs(LogFormat::Text);
+    let demo = match claimgate::demo::start(listen, admin_listen).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("claimgate demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", demo.walkthrough());
+    wait_for_stop().await;
+    demo.running.shutdown(Duration::ZERO).await;
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_stop() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,141 @@
+//! Every metric claimgate exports, in one place.
+//!
+//! Names carry the `claimgate_` prefix, base units and `_total` on counters.
+//! Labels come only from bounded sets: route names and issuer names from the
+//! configuration, reason codes and results from enums. Never `sub`, tenant,
+//! token, path or header values.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Request-duration buckets, fine below a millisecond so that claimgate's own
+/// overhead is visible, up to the upstream timeouts.
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and decision (`allowed`, `denied`, `unauthenticated`, ...).
+    pub requests: IntCounterVec,
+    /// Token failures by issuer (`unknown` before one is known) and reason code.
+    pub auth_failures: IntCounterVec,
+    /// Policy denials by route.
+    pub policy_denials: IntCounterVec,
+    /// Whole request time as claimgate saw it, by route.
+    pub request_duration: HistogramVec,
+    /// Upstream faults by route and kind (`connect`, `timeout`, `protocol`).
+    pub upstream_errors: IntCounterVec,
+    /// JWKS loads by issuer and result (`success`, `failure`).
+    pub jwks_fetches: IntCounterVec,
+    /// Usable keys per issuer.
+    pub jwks_keys: IntGaugeVec,
+    /// Unix time of the last successful key load per issuer.
+    pub jwks_last_success: IntGaugeVec,
+    /// Policy loads by result.
+    pub config_reloads: IntCounterVec,
+    /// Generation of the serving snapshot.
+    pub config_generation: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let requests = counter(
+            "claimgate_requests_total",
+            "Requests handled, by route and decision.",
+            &["route", "decision"],
+        );
+        let auth_failures = counter(
+            "claimgate_auth_failures_total",
+            "Requests refused for a token fault, by issuer and reason.",
+            &["issuer", "reason"],
+        );
+        let policy_denials = counter(
+            "claimgate_policy_denials_total",
+            "Requests refused by a route's policy.",
+            &["route"],
+        );
+        let upstream_errors = counter(
+            "claimgate_upstream_errors_total",
+            "Upstream faults, by route and kind.",
+            &["route", "kind"],
+        );
+        let jwks_fetches = counter(
+            "claimgate_jwks_fetches_total",
+            "JWKS loads, by issuer and result.",
+            &["issuer", "result"],
+        );
+        let config_reloads = counter(
+            "claimgate_config_reloads_total",
+            "Policy loads, by result.",
+            &["result"],
+        );
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let jwks_keys = gauge("claimgate_jwks_keys", "Usable keys per issuer.", &["issuer"]);
+        let jwks_last_success = gauge(
+            "claimgate_jwks_last_success_timestamp_seconds",
+            "Unix time of the last successful JWKS load per issuer.",
+            &["issuer"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "claimgate_request_duration_seconds",
+                "Time from request head to response head, by route.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("unique metric");
+        let config_generation = IntGauge::new(
+            "claimgate_config_generation",
+            "Generation of the policy snapshot serving requests.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_generation.clone()))
+            .expect("unique metric");
+        Self {
+            registry,
+            requests,
+            auth_failures,
+            policy_denials,
+            request_duration,
+            upstream_errors,
+            jwks_fetches,
+            jwks_keys,
+            jwks_last_success,
+            config_reloads,
+            config_generation,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding our own registry into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,306 @@
+//! Routes and the router: host + method + path template → one route.
+//!
+//! Templates are compiled into a segment trie, so lookup cost follows the
+//! path's depth, not the number of routes. At each segment a literal beats a
+//! `{param}`, which beats a trailing `**`: the most specific route wins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::rule::Rule;
+use crate::forward::HeaderTemplate;
+use crate::snapshot::Upstream;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    /// The path template as written, e.g. `/orders/{order_id}`.
+    pub template: String,
+    /// Accepted methods; any when `None`.
+    pub methods: Option<Vec<Method>>,
+    /// Lowercase host without port or trailing dot; any when `None`.
+    pub host: Option<String>,
+    pub upstream: Arc<Upstream>,
+    pub public: bool,
+    /// Issuer names accepted; any when `None`.
+    pub issuers: Option<Vec<String>>,
+    /// The rule a token must satisfy; any verified token when `None`.
+    pub allow: Option<Rule>,
+    /// Defaults first, then the route's own (which override by name).
+    pub forward: Vec<HeaderTemplate>,
+    pub pass_authorization: bool,
+    /// Names of `{param}` segments, in order.
+    pub params: Vec<String>,
+}
+
+/// One segment of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Param(String),
+    /// `**`: the rest of the path, zero or more segments. Last only.
+    Rest,
+}
+
+/// Parses a path template. Errors say what is wrong with it.
+pub fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
+    let rest = template
+        .strip_prefix('/')
+        .ok_or_else(|| format!("path `{template}` must start with `/`"))?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut out = Vec::with_capacity(parts.len());
+    let mut names: Vec<&str> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let seg = if *part == "**" {
+            if i != parts.len() - 1 {
+                return Err(format!("`**` must be the last segment of `{template}`"));
+            }
+            Segment::Rest
+        } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(format!("`{{{name}}}` in `{template}` is not a parameter name"));
+            }
+            if names.contains(&name) {
+                return Err(format!("parameter `{name}` appears twice in `{template}`"));
+            }
+            names.push(name);
+            Segment::Param(name.to_string())
+        } else if part.contains(['{', '}', '*', '%', ';', '\\']) || *part == "." || *part == ".." {
+            return Err(format!("segment `{part}` of `{template}` is neither a literal nor a parameter"));
+        } else if part.is_empty() && i != parts.len() - 1 {
+            return Err(format!("`{template}` has an empty segment"));
+        } else {
+            Segment::Literal(part.to_string())
+        };
+        out.push(seg);
+    }
+    Ok(out)
+}
+
+#[derive(Default, Debug)]
+struct Node {
+    literal: HashMap<String, Node>,
+    param: Option<Box<Node>>,
+    /// Routes whose template ends here.
+    exact: Vec<Arc<Route>>,
+    /// Routes whose template ends here with `**`.
+    rest: Vec<Arc<Route>>,
+}
+
+/// All routes of a snapshot.
+#[derive(Default, Debug)]
+pub struct Router {
+    root: Node,
+    len: usize,
+}
+
+/// A route and the path parameters it captured, by name.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    pub route: &'a Arc<Route>,
+    pub params: Vec<(&'a str, String)>,
+}
+
+impl Router {
+    /// Adds a route. Returns the name of a route already taking the same
+    /// template, host and (some of the same) methods: an ambiguity.
+    pub fn insert(&mut self, segments: &[Segment], route: Arc<Route>) -> Result<(), String> {
+        let mut node = &mut self.root;
+        let mut rest = false;
+        for seg in segments {
+            node = match seg {
+                Segment::Literal(l) => node.literal.entry(l.clone()).or_default(),
+                Segment::Param(_) => node.param.get_or_insert_with(Default::default),
+                Segment::Rest => {
+                    rest = true;
+                    node
+                }
+            };
+        }
+        let list = if rest { &mut node.rest } else { &mut node.exact };
+        if let Some(other) = list.iter().find(|o| overlaps(o, &route)) {
+            return Err(other.name.clone());
+        }
+        // Host-specific routes are tried before host-less ones.
+        list.push(route);
+        list.sort_by_key(|r| r.host.is_none());
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most specific route for `host` (lowercase, no port), `method` and
+    /// the canonical `segments`.
+    pub fn find<'a>(&'a self, host: &str, method: &Method, segments: &[String]) -> Option<Matched<'a>> {
+        let mut captured = Vec::new();
+        let route = find_in(&self.root, host, method, segments, &mut captured)?;
+        let params = route
+            .params
+            .iter()
+            .map(String::as_str)
+            .zip(captured)
+            .collect();
+        Some(Matched { route, params })
+    }
+}
+
+fn accepts(route: &Route, host: &str, method: &Method) -> bool {
+    route.host.as_deref().is_none_or(|h| h == host)
+        && route.methods.as_ref().is_none_or(|m| m.contains(method))
+}
+
+fn overlaps(a: &Route, b: &Route) -> bool {
+    let hosts = a.host == b.host;
+    let methods = match (&a.methods, &b.methods) {
+        (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+        _ => true,
+    };
+    hosts && methods
+}
+
+fn find_in<'a>(
+    node: &'a Node,
+    host: &str,
+    method: &Method,
+    segments: &[String],
+    captured: &mut Vec<String>,
+) -> Option<&'a Arc<Route>> {
+    match segments.split_first() {
+        None => {
+            if let Some(r) = node.exact.iter().find(|r| accepts(r, host, method)) {
+                return Some(r);
+            }
+        }
+        Some((first, rest)) => {
+            if let Some(next) = node.literal.get(first.as_str()) {
+                if let Some(r) = find_in(next, host, method, rest, captured) {
+                    return Some(r);
+                }
+            }
+            // A parameter never captures an empty segment (`/orders/`).
+            if let (Some(next), false) = (&node.param, first.is_empty()) {
+                captured.push(first.clone());
+                if let Some(r) = find_in(next, host, method, rest, captured) {
+                    return Some(r);
+                }
+                captured.pop();
+            }
+        }
+    }
+    node.rest.iter().find(|r| accepts(r, host, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, template: &str, methods: Option<&[&str]>, host: Option<&str>) -> (Vec<Segment>, Arc<Route>) {
+        let segs = parse_template(template).unwrap();
+        let params = segs
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let r = Route {
+            name: name.into(),
+            template: template.into(),
+            methods: methods.map(|m| m.iter().map(|m| m.parse().unwrap()).collect()),
+            host: host.map(str::to_string),
+            upstream: Arc::new(Upstream::parse("u", "http://127.0.0.1:1").unwrap()),
+            public: false,
+            issuers: None,
+            allow: None,
+            forward: vec![],
+            pass_authorization: false,
+            params,
+        };
+        (segs, Arc::new(r))
+    }
+
+    fn router(routes: &[(&str, &str, Option<&[&str]>, Option<&str>)]) -> Router {
+        let mut r = Router::default();
+        for (name, t, m, h) in routes {
+            let (segs, route) = route(name, t, *m, *h);
+            r.insert(&segs, route).unwrap();
+        }
+        r
+    }
+
+    fn find(r: &Router, host: &str, method: &str, path: &str) -> Option<(String, Vec<(String, String)>)> {
+        let segs = crate::policy::path::canonical_segments(path).unwrap();
+        r.find(host, &method.parse().unwrap(), &segs).map(|m| {
+            (
+                m.route.name.clone(),
+                m.params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            )
+        })
+    }
+
+    #[test]
+    fn most_specific_wins() {
+        let r = router(&[
+            ("any-order", "/orders/{id}", None, None),
+            ("mine", "/orders/mine", None, None),
+            ("static", "/static/**", None, None),
+            ("reports", "/tenants/{tenant}/reports/**", Some(&["GET"]), None),
+            ("root", "/", None, None),
+            ("admin-host", "/orders/{id}", None, Some("admin.example")),
+        ]);
+        let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(find(&r, "x", "GET", "/orders/7"), Some(("any-order".into(), vec![p("id", "7")])));
+        assert_eq!(find(&r, "admin.example", "GET", "/orders/7"), Some(("admin-host".into(), vec![p("id", "7")])));
+        assert_eq!(find(&r, "x", "GET", "/orders/mine"), Some(("mine".into(), vec![])));
+        assert_eq!(find(&r, "x", "GET", "/static/a/b.css").map(|m| m.0), Some("static".into()));
+        assert_eq!(find(&r, "x", "GET", "/static").map(|m| m.0), Some("static".into()));
+        assert_eq!(
+            find(&r, "x", "GET", "/tenants/acme/reports/2024/q1"),
+            Some(("reports".into(), vec![p("tenant", "acme")]))
+        );
+        assert_eq!(find(&r, "x", "POST", "/tenants/acme/reports/x"), None);
+        assert_eq!(find(&r, "x", "GET", "/").map(|m| m.0), Some("root".into()));
+        assert_eq!(find(&r, "x", "GET", "/orders/"), None, "a param never captures an empty segment");
+        assert_eq!(find(&r, "x", "GET", "/orders/7/items"), None);
+        assert_eq!(find(&r, "x", "GET", "/nothing"), None);
+    }
+
+    #[test]
+    fn backtracks_from_literal_to_param() {
+        let r = router(&[("lit", "/a/b/c", None, None), ("par", "/a/{x}/d", None, None)]);
+        assert_eq!(find(&r, "h", "GET", "/a/b/d").map(|m| m.0), Some("par".into()));
+    }
+
+    #[test]
+    fn overlapping_routes_are_refused() {
+        let mut r = Router::default();
+        let (s, a) = route("a", "/x/{id}", Some(&["GET", "POST"]), None);
+        r.insert(&s, a).unwrap();
+        let (s, b) = route("b", "/x/{other}", Some(&["POST"]), None);
+        assert_eq!(r.insert(&s, b), Err("a".into()));
+        let (s, c) = route("c", "/x/{id}", Some(&["DELETE"]), None);
+        assert!(r.insert(&s, c).is_ok());
+    }
+
+    #[test]
+    fn bad_templates() {
+        for bad in ["orders", "/a/**/b", "/{}", "/{a}/{a}", "/a{b}", "/a//b", "/a/../b", "/a/*"] {
+            assert!(parse_template(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The request path, the listener and the upstream client.
+
+pub mod pipeline;
+pub mod reject;
+pub mod server;
+pub mod upstream;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+
+/// Every response body claimgate sends: an upstream's streamed body or one
+/// of its own small ones.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+pub use reject::Rejection;
+pub use upstream::UpstreamClient;

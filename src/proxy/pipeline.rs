@@ -1,0 +1,204 @@
+//! The request path, in order, on one screen:
+//!
+//! route → hygiene → public? → extract → verify → decide → inject →
+//! upstream → respond.
+//!
+//! A request loads the snapshot once, here, and uses it to the end. Every
+//! refusal returns before the upstream is called: nothing reaches the
+//! upstream unless the request was allowed (SECURITY.md rule 20).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::reject::Rejection;
+use super::Body;
+use crate::app::App;
+use crate::forward;
+use crate::jwks::unix_now;
+use crate::policy::{canonical_segments, Route};
+use crate::snapshot::Snapshot;
+use crate::token::{self, TokenError};
+
+/// What the connection tells about the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// Handles one request; never fails, every fault becomes a response.
+pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let started = Instant::now();
+    let snapshot = app.snapshot();
+    let mut route_name = "none";
+    let mut issuer_name = "";
+    let outcome = proxy(app, &snapshot, req, peer, &mut route_name, &mut issuer_name).await;
+    let (resp, decision, reason) = match outcome {
+        Ok((resp, decision)) => (resp, decision, ""),
+        Err(rejection) => {
+            let (decision, reason) = (rejection.decision(), rejection.reason());
+            if let Rejection::Token(e) = &rejection {
+                let issuer = if issuer_name.is_empty() { "unknown" } else { issuer_name };
+                app.metrics.auth_failures.with_label_values(&[issuer, e.reason()]).inc();
+            }
+            if let Rejection::Denied = rejection {
+                app.metrics.policy_denials.with_label_values(&[route_name]).inc();
+            }
+            let upstream_fault = match rejection {
+                Rejection::UpstreamTimeout => Some("timeout"),
+                Rejection::UpstreamUnavailable => Some("unavailable"),
+                _ => None,
+            };
+            if let Some(kind) = upstream_fault {
+                app.metrics.upstream_errors.with_label_values(&[route_name, kind]).inc();
+            }
+            (rejection.into_response(), decision, reason)
+        }
+    };
+    let elapsed = started.elapsed();
+    app.metrics.requests.with_label_values(&[route_name, decision]).inc();
+    app.metrics.request_duration.with_label_values(&[route_name]).observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "claimgate::access",
+        route = route_name,
+        decision,
+        reason,
+        issuer = issuer_name,
+        status = resp.status().as_u16(),
+        latency_us = elapsed.as_micros() as u64,
+    );
+    resp
+}
+
+async fn proxy<'s>(
+    app: &App,
+    snapshot: &'s Snapshot,
+    mut req: Request<Incoming>,
+    peer: Peer,
+    route_name: &mut &'s str,
+    issuer_name: &mut &'s str,
+) -> Result<(Response<Body>, &'static str), Rejection> {
+    // route: decide on the canonical path; ambiguous paths never get here.
+    let segments = canonical_segments(req.uri().path()).map_err(Rejection::BadPath)?;
+    let host = request_host(&req);
+    let matched = snapshot
+        .router
+        .find(&host, req.method(), &segments)
+        .ok_or(Rejection::NoRoute)?;
+    let route: &Arc<Route> = matched.route;
+    *route_name = &route.name;
+
+    // hygiene: on every route, public ones included.
+    forward::clean_request(req.headers_mut(), &snapshot.owned_headers);
+
+    let decision = if route.public {
+        "public"
+    } else {
+        // extract → verify → decide
+        let token = token::extract::bearer(req.headers())
+            .map_err(Rejection::BadCredentials)?
+            .ok_or(Rejection::Token(TokenError::Missing))?;
+        let verified = token::verify(
+            token,
+            &snapshot.issuers,
+            route.issuers.as_deref(),
+            snapshot.max_token_bytes,
+            unix_now(),
+        )
+        .map_err(|refused| {
+            if let Some(i) = refused.issuer {
+                // The issuer lives in the snapshot; find its &'s name.
+                if let Some(own) = snapshot.issuers.by_name(&i.name) {
+                    *issuer_name = own.name.as_str();
+                }
+            }
+            Rejection::Token(refused.error)
+        })?;
+        if let Some(own) = snapshot.issuers.by_name(&verified.issuer.name) {
+            *issuer_name = own.name.as_str();
+        }
+        let claims = verified.claims.root();
+        if let Some(rule) = &route.allow {
+            if !rule.eval(claims) {
+                return Err(Rejection::Denied);
+            }
+        }
+
+        // inject: render every header first, so a bad value refuses the
+        // whole request rather than sending some headers.
+        let mut rendered = Vec::with_capacity(route.forward.len());
+        for t in &route.forward {
+            if let Some(v) = t.render(claims).map_err(Rejection::Render)? {
+                rendered.push((t.name.clone(), v));
+            }
+        }
+        let headers = req.headers_mut();
+        if !route.pass_authorization {
+            headers.remove(AUTHORIZATION);
+        }
+        for (name, value) in rendered {
+            headers.insert(name, value);
+        }
+        "allowed"
+    };
+    set_forwarded(&mut req, &host, peer);
+
+    // upstream: same method, raw path and query, streamed body.
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    *req.uri_mut() = route
+        .upstream
+        .uri_for(&path_and_query)
+        .map_err(|_| Rejection::UpstreamUnavailable)?;
+    // The client's HTTP version is not the upstream's.
+    *req.version_mut() = http::Version::HTTP_11;
+    let resp = app.upstream.send(req).await?;
+
+    // respond: the upstream's hop-by-hop headers stop here too.
+    let (mut parts, body) = resp.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    Ok((Response::from_parts(parts, body.boxed()), decision))
+}
+
+/// The request's host: lowercase, without port or trailing dot (rule 16).
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.parse::<http::uri::Authority>().map(|a| a.host().to_string()).unwrap_or_default())
+        })
+        .unwrap_or_default();
+    raw.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Rule 15: the client's forwarding headers were removed by hygiene; these
+/// come from the connection.
+fn set_forwarded(req: &mut Request<Incoming>, host: &str, peer: Peer) {
+    let headers = req.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Every refusal becomes a response here, and only here: the status, the
+//! RFC 6750 `WWW-Authenticate` value, the JSON body with a stable reason
+//! code, and the decision label the metrics count. Internal detail goes to
+//! logs, never to the client.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+use crate::forward::RenderError;
+use crate::policy::PathError;
+use crate::token::{ExtractError, TokenError};
+
+/// Why a request was not forwarded, and whose fault it was.
+#[derive(Debug)]
+pub enum Rejection {
+    /// The client's request cannot be read one way only (400).
+    BadPath(PathError),
+    BadCredentials(ExtractError),
+    /// No route takes this host, method and path (404).
+    NoRoute,
+    /// The token is missing or fails verification (401; 503 while keys load).
+    Token(TokenError),
+    /// The policy said no (403).
+    Denied,
+    /// A claim cannot become a header value (400).
+    Render(RenderError),
+    /// The upstream could not be reached or broke the exchange (502).
+    UpstreamUnavailable,
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout,
+}
+
+impl Rejection {
+    /// The stable reason code in the body and the logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::BadPath(_) => "ambiguous_path",
+            Rejection::BadCredentials(e) => e.reason(),
+            Rejection::NoRoute => "no_route",
+            Rejection::Token(e) => e.reason(),
+            Rejection::Denied => "policy_denied",
+            Rejection::Render(_) => "unrenderable_claim",
+            Rejection::UpstreamUnavailable => "upstream_unavailable",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The `decision` label of `claimgate_requests_total`.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => "bad_request",
+            Rejection::NoRoute => "no_route",
+            Rejection::Token(TokenError::KeysUnavailable) => "unavailable",
+            Rejection::Token(_) => "unauthenticated",
+            Rejection::Denied => "denied",
+            Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => StatusCode::BAD_REQUEST,
+            Rejection::NoRoute => StatusCode::NOT_FOUND,
+            Rejection::Token(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Token(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Denied => StatusCode::FORBIDDEN,
+            Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// RFC 6750 §3: the challenge. A request with no token gets no error
+    /// code (§3.1); every token fault is `invalid_token`; a denial is
+    /// `insufficient_scope`; a malformed credential is `invalid_request`.
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Rejection::Token(TokenError::Missing) => Some(r#"Bearer realm="claimgate""#),
+            Rejection::Token(TokenError::KeysUnavailable) => None,
+            Rejection::Token(_) => Some(r#"Bearer realm="claimgate", error="invalid_token""#),
+            Rejection::BadCredentials(_) => Some(r#"Bearer realm="claimgate", error="invalid_request""#),
+            Rejection::Denied => Some(r#"Bearer realm="claimgate", error="insufficient_scope""#),
+            _ => None,
+        }
+    }
+
+    /// The OAuth-style error name in the body.
+    fn error(&self) -> &'static str {
+        match self {
+            Rejection::Token(TokenError::KeysUnavailable) => "temporarily_unavailable",
+            Rejection::Token(_) => "invalid_token",
+            Rejection::Denied => "insufficient_scope",
+            Rejection::NoRoute => "not_found",
+            Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
+            _ => "invalid_request",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = format!(r#"{{"error":"{}","reason":"{}"}}"#, self.error(), self.reason());
+        let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(c) = self.challenge() {
+            h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_challenges() {
+        let cases: Vec<(Rejection, u16, Option<&str>)> = vec![
+            (Rejection::Token(TokenError::Missing), 401, Some(r#"Bearer realm="claimgate""#)),
+            (Rejection::Token(TokenError::Expired), 401, Some(r#"Bearer realm="claimgate", error="invalid_token""#)),
+            (Rejection::Token(TokenError::KeysUnavailable), 503, None),
+            (Rejection::Denied, 403, Some(r#"Bearer realm="claimgate", error="insufficient_scope""#)),
+            (Rejection::BadCredentials(ExtractError::MultipleTokens), 400, Some(r#"Bearer realm="claimgate", error="invalid_request""#)),
+            (Rejection::BadPath(PathError::Ambiguous), 400, None),
+            (Rejection::NoRoute, 404, None),
+            (Rejection::UpstreamUnavailable, 502, None),
+            (Rejection::UpstreamTimeout, 504, None),
+        ];
+        for (r, status, challenge) in cases {
+            let resp = r.into_response();
+            assert_eq!(resp.status().as_u16(), status);
+            assert_eq!(resp.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().unwrap()), challenge);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Issuer settings as compiled from the policy files. Keys live in the
+//! issuer's [`JwksStore`], which outlives snapshots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::Algorithm;
+
+use crate::jwks::JwksStore;
+
+/// One trusted token issuer.
+pub struct Issuer {
+    /// The configuration name (metric label, route `issuers:` lists).
+    pub name: String,
+    /// The exact `iss` value.
+    pub iss: String,
+    /// A token's `aud` must name one of these.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (≤ 60).
+    pub leeway: u64,
+    /// Top-level claims a client could have set; removed before policy.
+    pub untrusted_claims: Vec<String>,
+    pub keys: Arc<JwksStore>,
+}
+
+/// The issuers of a snapshot, found by `iss`.
+#[derive(Default)]
+pub struct Issuers {
+    by_iss: HashMap<String, Arc<Issuer>>,
+    by_name: HashMap<String, Arc<Issuer>>,
+}
+
+impl Issuers {
+    pub fn insert(&mut self, issuer: Issuer) {
+        let issuer = Arc::new(issuer);
+        self.by_iss.insert(issuer.iss.clone(), issuer.clone());
+        self.by_name.insert(issuer.name.clone(), issuer);
+    }
+
+    pub fn by_iss(&self, iss: &str) -> Option<&Arc<Issuer>> {
+        self.by_iss.get(iss)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Issuer>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.by_name.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}

@@ -1,0 +1,13 @@
+//! The token stages: `extract` finds the one token of a request, `verify`
+//! turns it into trusted [`Claims`] or a [`TokenError`].
+
+pub mod error;
+pub mod extract;
+pub mod issuer;
+pub mod json;
+pub mod verify;
+
+pub use error::TokenError;
+pub use extract::ExtractError;
+pub use issuer::{Issuer, Issuers};
+pub use verify::{verify, Claims, Refused, Verified};
