@@ -37,6 +37,11 @@ pub fn expand(file: &Path, text: &str, vars: &dyn Vars) -> Result<String, Vec<Co
     let mut errors = Vec::new();
     for (n, line) in text.split_inclusive('\n').enumerate() {
         let line_no = n as u64 + 1;
+        if line.trim_start().starts_with('#') {
+            // Comment lines are left as written.
+            out.push_str(line);
+            continue;
+        }
         let mut rest = line;
         while let Some(at) = rest.find("${") {
             if rest[..at].ends_with('$') {
@@ -129,6 +134,12 @@ mod tests {
         let errs = expand(Path::new("p.yaml"), "a: 1\nb: ${CG_TEST_SURELY_UNSET_9}\n", &vars(&[])).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].to_string(), "p.yaml:2:4: variable CG_TEST_SURELY_UNSET_9 is not set");
+    }
+
+    #[test]
+    fn comment_lines_are_not_expanded() {
+        let out = expand(Path::new("f"), "# see ${UNSET_IN_COMMENT}\na: 1\n", &vars(&[])).unwrap();
+        assert_eq!(out, "# see ${UNSET_IN_COMMENT}\na: 1\n");
     }
 
     #[test]
