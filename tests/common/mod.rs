@@ -1,0 +1,269 @@
+//! Shared builders for the integration tests: a real JWKS server, a real
+//! echo upstream that counts what it received, and claimgate itself, all on
+//! 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use claimgate::app::{self, App, Running};
+use claimgate::config::{Limits, LogFormat, PolicySource, ProcessConfig};
+use claimgate::demo::keys::{jwks, SigningKey};
+use claimgate::demo::servers::{EchoServer, JwksServer};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+pub const ISS: &str = "https://issuer.test";
+pub const AUD: &str = "api";
+
+/// A policy with one issuer and a few routes, using `${JWKS_URI}` and
+/// `${UPSTREAM}`.
+pub const POLICY: &str = r#"
+issuers:
+  test:
+    issuer: https://issuer.test
+    audience: [api]
+    jwks_uri: ${JWKS_URI}
+    allow_http: true
+    refresh_interval: 1s
+
+upstreams:
+  app: ${UPSTREAM}
+
+forward:
+  X-User-Id: "{{ $.sub }}"
+
+routes:
+  - name: orders
+    match: { path: "/orders/{id}", methods: [GET] }
+    upstream: app
+    allow:
+      any:
+        - claim: $.user_role
+          equals: admin
+        - all:
+            - scope: order
+            - claim: $.subscription_level
+              in: [gold, platinum]
+    forward:
+      X-Region: "{{ $.metadata.region || 'global' }}"
+      X-Name: "{{ $.given_name }} {{ $.family_name }}"
+  - name: slow
+    match: { path: "/slow/**" }
+    upstream: app
+  - name: any-user
+    match: { path: "/me" }
+    upstream: app
+    forward:
+      X-Display: "{{ $.display }}"
+  - name: health
+    match: { path: /healthz }
+    upstream: app
+    public: true
+"#;
+
+pub struct Stack {
+    pub running: Option<Running>,
+    pub upstream: EchoServer,
+    pub idp: JwksServer,
+    pub key: SigningKey,
+    pub dir: tempfile::TempDir,
+    pub vars: HashMap<String, String>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+}
+
+pub struct Builder {
+    policy: String,
+    limits: Limits,
+    wait_keys: bool,
+    idp_status: Option<StatusCode>,
+    keys: Vec<SigningKey>,
+}
+
+/// A started stack with the default policy, keys loaded.
+pub async fn stack() -> Stack {
+    Builder::new().start().await
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self {
+            policy: POLICY.to_string(),
+            limits: Limits::default(),
+            wait_keys: true,
+            idp_status: None,
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn policy(mut self, policy: &str) -> Self {
+        self.policy = policy.to_string();
+        self
+    }
+
+    pub fn limits(mut self, f: impl FnOnce(&mut Limits)) -> Self {
+        f(&mut self.limits);
+        self
+    }
+
+    /// The IdP answers this status (with no JWKS) from the start.
+    pub fn idp_down(mut self, status: StatusCode) -> Self {
+        self.idp_status = Some(status);
+        self.wait_keys = false;
+        self
+    }
+
+    /// Extra keys published in the JWKS besides the default ES256 one.
+    pub fn with_keys(mut self, keys: Vec<SigningKey>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    pub async fn start(self) -> Stack {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let upstream = EchoServer::start(loopback).await.unwrap();
+        let key = SigningKey::generate(Algorithm::ES256, "k1");
+        let published = jwks(std::iter::once(&key).chain(self.keys.iter()));
+        let idp = JwksServer::start(loopback, &published).await.unwrap();
+        if let Some(status) = self.idp_status {
+            idp.set_raw(status, "down");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), &self.policy).unwrap();
+        let vars: HashMap<String, String> = [
+            ("UPSTREAM".to_string(), upstream.url()),
+            ("JWKS_URI".to_string(), idp.url()),
+        ]
+        .into();
+        let sources = PolicySource::read_dir(dir.path()).unwrap();
+        let app = App::new(self.limits.clone(), Some(dir.path().to_path_buf()), &sources, Box::new(vars.clone()))
+            .unwrap_or_else(|e| panic!("policy does not compile:\n{e}"));
+        let config = ProcessConfig {
+            listen: loopback,
+            admin_listen: loopback,
+            policies: PathBuf::from(dir.path()),
+            tls: None,
+            limits: self.limits,
+            log_format: LogFormat::Text,
+        };
+        let running = app::start(&config, app).await.unwrap();
+        if self.wait_keys {
+            tokio::time::timeout(Duration::from_secs(10), running.app.wait_keys_loaded())
+                .await
+                .expect("keys load");
+        }
+        Stack {
+            running: Some(running),
+            upstream,
+            idp,
+            key,
+            dir,
+            vars,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn www_authenticate(&self) -> Option<&str> {
+        self.headers.get("www-authenticate").and_then(|v| v.to_str().ok())
+    }
+
+    pub fn reason(&self) -> String {
+        self.json()["reason"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Standard valid claims plus `extra` (which may override them).
+pub fn claims(extra: Value) -> Value {
+    let now = claimgate::jwks::unix_now();
+    let mut c = json!({"iss": ISS, "aud": AUD, "sub": "user-1", "iat": now, "nbf": now, "exp": now + 600});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        c[k] = v;
+    }
+    c
+}
+
+impl Stack {
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running().addr
+    }
+
+    /// A token from the default key with `claims(extra)`.
+    pub fn token(&self, extra: Value) -> String {
+        self.key.sign(&claims(extra))
+    }
+
+    /// A gold customer allowed on `/orders/{id}`.
+    pub fn gold_token(&self) -> String {
+        self.token(json!({"scope": "order", "subscription_level": "gold", "given_name": "Ada", "family_name": "L"}))
+    }
+
+    /// Sends `method path` (path sent exactly as given) with `headers`.
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        send(&self.client, self.addr(), method, path, headers).await
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send("GET", path, headers).await
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Resp {
+        let auth = format!("Bearer {token}");
+        self.get(path, &[("authorization", &auth)]).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str) -> Resp {
+        send(&self.client, self.running().admin_addr, method, path, &[]).await
+    }
+
+    /// Replaces the policy file.
+    pub fn write_policy(&self, text: &str) {
+        std::fs::write(self.dir.path().join("policy.yaml"), text).unwrap();
+    }
+}
+
+pub async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Empty::new()).unwrap()).await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
