@@ -74,6 +74,8 @@ pub struct Stack {
     pub upstream: EchoServer,
     pub idp: JwksServer,
     pub key: SigningKey,
+    /// Keys published besides `key` (see `Builder::with_keys`).
+    pub extra_keys: Vec<SigningKey>,
     pub dir: tempfile::TempDir,
     pub vars: HashMap<String, String>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
@@ -164,6 +166,7 @@ impl Builder {
             upstream,
             idp,
             key,
+            extra_keys: self.keys,
             dir,
             vars,
             client: Client::builder(TokioExecutor::new()).build_http(),
