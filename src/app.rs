@@ -57,10 +57,21 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let fetcher = Fetcher::default();
         let stores = Mutex::new(HashMap::new());
-        let snapshot = compile_with(&stores, &fetcher, &metrics, sources, vars.as_ref(), &limits, 1)?;
+        let snapshot = compile_with(
+            &stores,
+            &fetcher,
+            &metrics,
+            sources,
+            vars.as_ref(),
+            &limits,
+            1,
+        )?;
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics.config_generation.set(1);
-        let upstream = UpstreamClient::new(limits.upstream_connect_timeout, limits.upstream_response_timeout);
+        let upstream = UpstreamClient::new(
+            limits.upstream_connect_timeout,
+            limits.upstream_response_timeout,
+        );
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -83,7 +94,13 @@ impl App {
 
     /// Ready: not draining, and every issuer's keys loaded once (rule 12).
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Acquire) && self.snapshot.load().issuers.iter().all(|i| i.keys.is_loaded())
+        !self.draining.load(Ordering::Acquire)
+            && self
+                .snapshot
+                .load()
+                .issuers
+                .iter()
+                .all(|i| i.keys.is_loaded())
     }
 
     /// Waits until every issuer of the current snapshot has keys.
@@ -106,7 +123,10 @@ impl App {
         let _guard = self.reload_lock.lock().await;
         let result = self.reload_locked();
         let label = if result.is_ok() { "success" } else { "failure" };
-        self.metrics.config_reloads.with_label_values(&[label]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
         match &result {
             Ok(g) => tracing::info!(generation = g, "policies reloaded"),
             Err(errs) => {
@@ -121,12 +141,23 @@ impl App {
     fn reload_locked(&self) -> Result<u64, ConfigErrors> {
         let Some(dir) = &self.policy_dir else {
             let mut errs = ConfigErrors::default();
-            errs.push(Origin::file(std::path::Path::new("(embedded)")), "embedded policies cannot be reloaded");
+            errs.push(
+                Origin::file(std::path::Path::new("(embedded)")),
+                "embedded policies cannot be reloaded",
+            );
             return Err(errs);
         };
         let sources = PolicySource::read_dir(dir)?;
         let generation = self.generation.load(Ordering::Acquire) + 1;
-        let snapshot = compile_with(&self.stores, &self.fetcher, &self.metrics, &sources, self.vars.as_ref(), &self.limits, generation)?;
+        let snapshot = compile_with(
+            &self.stores,
+            &self.fetcher,
+            &self.metrics,
+            &sources,
+            self.vars.as_ref(),
+            &self.limits,
+            generation,
+        )?;
         self.snapshot.store(Arc::new(snapshot));
         self.generation.store(generation, Ordering::Release);
         self.metrics.config_generation.set(generation as i64);
@@ -167,7 +198,11 @@ fn compile_with(
 ) -> Result<Snapshot, ConfigErrors> {
     let mut stores = stores.lock().unwrap_or_else(|p| p.into_inner());
     let mut get = |issuer: &str, source: &KeySource, algs: &[Algorithm], refresh: Duration| {
-        let key = (issuer.to_string(), source.clone(), algs.iter().map(|a| format!("{a:?}")).collect());
+        let key = (
+            issuer.to_string(),
+            source.clone(),
+            algs.iter().map(|a| format!("{a:?}")).collect(),
+        );
         stores
             .entry(key)
             .or_insert_with(|| {
@@ -239,9 +274,17 @@ impl Running {
 }
 
 /// Reads the process file and policy directory, builds the app.
-pub fn load(config_path: &std::path::Path, vars: Box<dyn Vars>) -> Result<(ProcessConfig, Arc<App>), ConfigErrors> {
+pub fn load(
+    config_path: &std::path::Path,
+    vars: Box<dyn Vars>,
+) -> Result<(ProcessConfig, Arc<App>), ConfigErrors> {
     let config = ProcessConfig::load(config_path, vars.as_ref())?;
     let sources = PolicySource::read_dir(&config.policies)?;
-    let app = App::new(config.limits.clone(), Some(config.policies.clone()), &sources, vars)?;
+    let app = App::new(
+        config.limits.clone(),
+        Some(config.policies.clone()),
+        &sources,
+        vars,
+    )?;
     Ok((config, app))
 }

@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
 use claimgate::config::{EnvVars, LogFormat, PolicySource, ProcessConfig};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "claimgate", version, about = "A reverse proxy that enforces JWT claims")]
+#[command(
+    name = "claimgate",
+    version,
+    about = "A reverse proxy that enforces JWT claims"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,9 @@ enum Command {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAIMGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -59,7 +65,10 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Run { config } => run(config).await,
-            Command::Demo { listen, admin_listen } => demo(listen, admin_listen).await,
+            Command::Demo {
+                listen,
+                admin_listen,
+            } => demo(listen, admin_listen).await,
             Command::Validate { config } => validate(config),
         }
     })
@@ -72,7 +81,10 @@ fn validate(path: PathBuf) -> ExitCode {
         let sources = PolicySource::read_dir(&config.policies)?;
         let metrics = std::sync::Arc::new(claimgate::metrics::Metrics::new());
         let fetcher = claimgate::jwks::Fetcher::default();
-        let mut stores = |issuer: &str, source: &claimgate::jwks::KeySource, algs: &[jsonwebtoken::Algorithm], refresh: Duration| {
+        let mut stores = |issuer: &str,
+                          source: &claimgate::jwks::KeySource,
+                          algs: &[jsonwebtoken::Algorithm],
+                          refresh: Duration| {
             std::sync::Arc::new(claimgate::jwks::JwksStore::new(
                 issuer.to_string(),
                 source.clone(),
@@ -82,12 +94,21 @@ fn validate(path: PathBuf) -> ExitCode {
                 metrics.clone(),
             ))
         };
-        let snapshot = claimgate::config::compile(&sources, &EnvVars, &mut stores, config.limits.max_token_bytes, 1)?;
+        let snapshot = claimgate::config::compile(
+            &sources,
+            &EnvVars,
+            &mut stores,
+            config.limits.max_token_bytes,
+            1,
+        )?;
         Ok((sources.len(), snapshot.router.len()))
     });
     match result {
         Ok((files, routes)) => {
-            println!("{}: ok ({files} policy files, {routes} routes)", path.display());
+            println!(
+                "{}: ok ({files} policy files, {routes} routes)",
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(errs) => {
@@ -117,7 +138,10 @@ async fn run(path: PathBuf) -> ExitCode {
     tracing::info!(listen = %running.addr, admin = %running.admin_addr, "claimgate serving");
     let app = running.app.clone();
     let reloader = tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
         while hup.recv().await.is_some() {
             let _ = app.reload().await;
         }

@@ -13,8 +13,8 @@ use prometheus::{
 /// Request-duration buckets, fine below a millisecond so that claimgate's own
 /// overhead is visible, up to the upstream timeouts.
 const DURATION_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
 ];
 
 pub struct Metrics {
@@ -46,7 +46,9 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let requests = counter(
@@ -81,10 +83,16 @@ impl Metrics {
         );
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
-        let jwks_keys = gauge("claimgate_jwks_keys", "Usable keys per issuer.", &["issuer"]);
+        let jwks_keys = gauge(
+            "claimgate_jwks_keys",
+            "Usable keys per issuer.",
+            &["issuer"],
+        );
         let jwks_last_success = gauge(
             "claimgate_jwks_last_success_timestamp_seconds",
             "Unix time of the last successful JWKS load per issuer.",

@@ -38,7 +38,11 @@ impl Upstream {
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::HTTP,
             Some("https") => Scheme::HTTPS,
-            _ => return Err(format!("upstream `{name}`: `{url}` must be http:// or https://")),
+            _ => {
+                return Err(format!(
+                    "upstream `{name}`: `{url}` must be http:// or https://"
+                ))
+            }
         };
         let authority = uri
             .authority()

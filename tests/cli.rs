@@ -19,10 +19,17 @@ fn claimgate(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn validate_names_file_and_line_of_every_error() {
-    let (code, _, err) = claimgate(&["validate", "--config", "tests/fixtures/bad-policy/claimgate.yaml"]);
+    let (code, _, err) = claimgate(&[
+        "validate",
+        "--config",
+        "tests/fixtures/bad-policy/claimgate.yaml",
+    ]);
     assert_eq!(code, 1, "{err}");
     // The unknown key `alow` stops the file's parse: reported with its line.
-    assert!(err.contains("tests/fixtures/bad-policy/policies/orders.yaml:20"), "{err}");
+    assert!(
+        err.contains("tests/fixtures/bad-policy/policies/orders.yaml:20"),
+        "{err}"
+    );
     assert!(err.contains("alow"), "{err}");
 }
 
@@ -40,7 +47,10 @@ fn validate_reports_all_semantic_errors_at_once() {
     assert_eq!(code, 1, "{err}");
     let file = dir.path().join("p/orders.yaml");
     let file = file.display();
-    assert!(err.contains(&format!("{file}:3:")), "plain-http jwks_uri, issuer body line: {err}");
+    assert!(
+        err.contains(&format!("{file}:3:")),
+        "plain-http jwks_uri, issuer body line: {err}"
+    );
     assert!(err.contains("allow_http"), "{err}");
     assert!(err.contains(&format!("{file}:11:")), "route line: {err}");
     assert!(err.contains("upstream `missing` is not defined"), "{err}");
@@ -52,7 +62,11 @@ fn validate_reports_all_semantic_errors_at_once() {
 fn validate_accepts_the_shipped_demo_policy() {
     let dir = tempfile::tempdir().unwrap();
     let policies = std::fs::canonicalize("policies/demo").unwrap();
-    std::fs::write(dir.path().join("claimgate.yaml"), format!("policies: {}\n", policies.display())).unwrap();
+    std::fs::write(
+        dir.path().join("claimgate.yaml"),
+        format!("policies: {}\n", policies.display()),
+    )
+    .unwrap();
     let config = dir.path().join("claimgate.yaml");
     let (code, out, err) = claimgate(&["validate", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

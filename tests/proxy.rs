@@ -22,7 +22,10 @@ async fn valid_token_reaches_upstream_with_templated_headers() {
     assert_eq!(seen.headers["x-name"], "Ada L");
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
-    assert!(seen.headers.get("authorization").is_none(), "the token is not forwarded by default");
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "the token is not forwarded by default"
+    );
 }
 
 #[tokio::test]
@@ -49,23 +52,87 @@ async fn token_faults_are_401_invalid_token_and_reach_nothing() {
         ("malformed", "not-a-jwt".into(), "malformed_token"),
         ("garbage parts", "a.b.c".into(), "malformed_token"),
         ("tampered signature", tampered, "bad_signature"),
-        ("signed by another key with the same kid", other.sign(&common::claims(json!({}))), "bad_signature"),
-        ("expired", s.token(json!({"exp": claimgate::jwks::unix_now() - 120})), "expired"),
-        ("not yet valid", s.token(json!({"nbf": claimgate::jwks::unix_now() + 600})), "not_yet_valid"),
-        ("issued in the future", s.token(json!({"iat": claimgate::jwks::unix_now() + 600})), "issued_in_future"),
-        ("wrong issuer", s.token(json!({"iss": "https://evil.test"})), "unknown_issuer"),
-        ("issuer as array", s.token(json!({"iss": ["https://issuer.test"]})), "invalid_claim"),
-        ("wrong audience", s.token(json!({"aud": "other"})), "wrong_audience"),
-        ("audience of wrong type", s.token(json!({"aud": 5})), "invalid_claim"),
-        ("no sub", s.key.sign(&{ let mut c = common::claims(json!({})); c.as_object_mut().unwrap().remove("sub"); c }), "missing_claim"),
-        ("no exp", s.key.sign(&{ let mut c = common::claims(json!({})); c.as_object_mut().unwrap().remove("exp"); c }), "missing_claim"),
-        ("no aud", s.key.sign(&{ let mut c = common::claims(json!({})); c.as_object_mut().unwrap().remove("aud"); c }), "missing_claim"),
-        ("exp as string", s.token(json!({"exp": "9999999999"})), "invalid_claim"),
+        (
+            "signed by another key with the same kid",
+            other.sign(&common::claims(json!({}))),
+            "bad_signature",
+        ),
+        (
+            "expired",
+            s.token(json!({"exp": claimgate::jwks::unix_now() - 120})),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            s.token(json!({"nbf": claimgate::jwks::unix_now() + 600})),
+            "not_yet_valid",
+        ),
+        (
+            "issued in the future",
+            s.token(json!({"iat": claimgate::jwks::unix_now() + 600})),
+            "issued_in_future",
+        ),
+        (
+            "wrong issuer",
+            s.token(json!({"iss": "https://evil.test"})),
+            "unknown_issuer",
+        ),
+        (
+            "issuer as array",
+            s.token(json!({"iss": ["https://issuer.test"]})),
+            "invalid_claim",
+        ),
+        (
+            "wrong audience",
+            s.token(json!({"aud": "other"})),
+            "wrong_audience",
+        ),
+        (
+            "audience of wrong type",
+            s.token(json!({"aud": 5})),
+            "invalid_claim",
+        ),
+        (
+            "no sub",
+            s.key.sign(&{
+                let mut c = common::claims(json!({}));
+                c.as_object_mut().unwrap().remove("sub");
+                c
+            }),
+            "missing_claim",
+        ),
+        (
+            "no exp",
+            s.key.sign(&{
+                let mut c = common::claims(json!({}));
+                c.as_object_mut().unwrap().remove("exp");
+                c
+            }),
+            "missing_claim",
+        ),
+        (
+            "no aud",
+            s.key.sign(&{
+                let mut c = common::claims(json!({}));
+                c.as_object_mut().unwrap().remove("aud");
+                c
+            }),
+            "missing_claim",
+        ),
+        (
+            "exp as string",
+            s.token(json!({"exp": "9999999999"})),
+            "invalid_claim",
+        ),
     ];
     for (name, token, reason) in cases {
         let r = s.get_with_token("/orders/7", &token).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}: {}", r.body);
-        assert_eq!(r.www_authenticate(), Some(r#"Bearer realm="claimgate", error="invalid_token""#), "{name}");
+        assert_eq!(
+            r.www_authenticate(),
+            Some(r#"Bearer realm="claimgate", error="invalid_token""#),
+            "{name}"
+        );
         assert_eq!(r.reason(), reason, "{name}");
     }
     assert_eq!(s.upstream.count(), 0);
@@ -79,11 +146,16 @@ async fn policy_denial_is_403_insufficient_scope() {
     for token in [free, no_scope] {
         let r = s.get_with_token("/orders/7", &token).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
-        assert_eq!(r.www_authenticate(), Some(r#"Bearer realm="claimgate", error="insufficient_scope""#));
+        assert_eq!(
+            r.www_authenticate(),
+            Some(r#"Bearer realm="claimgate", error="insufficient_scope""#)
+        );
         assert_eq!(r.reason(), "policy_denied");
     }
     // An admin passes the same route.
-    let r = s.get_with_token("/orders/7", &s.token(json!({"user_role": "admin"}))).await;
+    let r = s
+        .get_with_token("/orders/7", &s.token(json!({"user_role": "admin"})))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(s.upstream.count(), 1);
 }
@@ -92,7 +164,9 @@ async fn policy_denial_is_403_insufficient_scope() {
 async fn nsec_claims_set_by_a_client_are_never_trusted() {
     let s = stack().await;
     // Descope's nsec: claims a client SDK set. A role there must not count.
-    let token = s.token(json!({"nsec": {"user_role": "admin"}, "scope": "order", "subscription_level": "free"}));
+    let token = s.token(
+        json!({"nsec": {"user_role": "admin"}, "scope": "order", "subscription_level": "free"}),
+    );
     let r = s.get_with_token("/orders/7", &token).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(s.upstream.count(), 0);
@@ -118,11 +192,17 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     let r = s.get("/orders/7", &headers).await;
     assert_eq!(r.status, StatusCode::OK);
     let seen = s.upstream.last().unwrap();
-    assert_eq!(seen.headers.get_all("x-user-id").iter().collect::<Vec<_>>(), vec!["user-1"]);
+    assert_eq!(
+        seen.headers.get_all("x-user-id").iter().collect::<Vec<_>>(),
+        vec!["user-1"]
+    );
     assert_eq!(seen.headers["x-region"], "global");
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     for name in ["x_user_id", "x.user.id", "forwarded", "x-real-ip"] {
-        assert!(seen.headers.get(name).is_none(), "{name} reached the upstream");
+        assert!(
+            seen.headers.get(name).is_none(),
+            "{name} reached the upstream"
+        );
     }
     // On a public route too.
     let mut headers: Vec<(&str, &str)> = spoofs.to_vec();
@@ -132,11 +212,19 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     assert_eq!(r.status, StatusCode::OK);
     let seen = s.upstream.last().unwrap();
     for (name, _) in spoofs {
-        let leaked = seen.headers.get(name).is_some_and(|v| v == "admin" || v == "spoofed" || v.to_str().unwrap_or("").contains("6.6.6.6") || v == "evil.test");
+        let leaked = seen.headers.get(name).is_some_and(|v| {
+            v == "admin"
+                || v == "spoofed"
+                || v.to_str().unwrap_or("").contains("6.6.6.6")
+                || v == "evil.test"
+        });
         assert!(!leaked, "{name} reached the upstream on a public route");
     }
     assert!(seen.headers.get("x-user-id").is_none());
-    assert!(seen.headers.get("x-custom").is_none(), "a header named by Connection was forwarded");
+    assert!(
+        seen.headers.get("x-custom").is_none(),
+        "a header named by Connection was forwarded"
+    );
 }
 
 #[tokio::test]
@@ -181,12 +269,16 @@ async fn slow_upstream_is_504() {
 async fn unrenderable_claim_refuses_the_request() {
     let s = stack().await;
     for display in ["a\r\nX-Admin: 1", "line\nbreak", "nul\u{0}"] {
-        let r = s.get_with_token("/me", &s.token(json!({ "display": display }))).await;
+        let r = s
+            .get_with_token("/me", &s.token(json!({ "display": display })))
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{display:?}");
         assert_eq!(r.reason(), "unrenderable_claim");
     }
     assert_eq!(s.upstream.count(), 0);
-    let r = s.get_with_token("/me", &s.token(json!({ "display": "Ada" }))).await;
+    let r = s
+        .get_with_token("/me", &s.token(json!({ "display": "Ada" })))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
 }
 
@@ -198,29 +290,55 @@ async fn admin_plane_serves_metrics_and_health() {
     assert_eq!(s.admin("GET", "/livez").await.status, StatusCode::OK);
     assert_eq!(s.admin("GET", "/readyz").await.status, StatusCode::OK);
     let m = s.admin("GET", "/metrics").await.body;
-    assert!(m.contains(r#"claimgate_requests_total{decision="allowed",route="orders"} 1"#), "{m}");
-    assert!(m.contains(r#"claimgate_requests_total{decision="unauthenticated",route="orders"} 1"#), "{m}");
-    assert!(m.contains(r#"claimgate_auth_failures_total{issuer="unknown",reason="missing_token"} 1"#), "{m}");
-    assert!(m.contains(r#"claimgate_jwks_fetches_total{issuer="test",result="success"}"#), "{m}");
-    assert!(m.contains("claimgate_request_duration_seconds_bucket"), "{m}");
+    assert!(
+        m.contains(r#"claimgate_requests_total{decision="allowed",route="orders"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"claimgate_requests_total{decision="unauthenticated",route="orders"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"claimgate_auth_failures_total{issuer="unknown",reason="missing_token"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"claimgate_jwks_fetches_total{issuer="test",result="success"}"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("claimgate_request_duration_seconds_bucket"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn not_ready_until_keys_load_and_503_meanwhile() {
-    let s = Builder::new().idp_down(StatusCode::INTERNAL_SERVER_ERROR).start().await;
-    assert_eq!(s.admin("GET", "/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let s = Builder::new()
+        .idp_down(StatusCode::INTERNAL_SERVER_ERROR)
+        .start()
+        .await;
+    assert_eq!(
+        s.admin("GET", "/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     let r = s.get_with_token("/orders/7", &s.gold_token()).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.reason(), "keys_unavailable");
     assert_eq!(s.upstream.count(), 0);
     // The IdP recovers; the retry (refresh_interval 1s) loads the keys.
     s.idp.set(&claimgate::demo::keys::jwks([&s.key]));
-    tokio::time::timeout(Duration::from_secs(10), s.running().app.wait_keys_loaded()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.running().app.wait_keys_loaded())
+        .await
+        .unwrap();
     assert_eq!(s.admin("GET", "/readyz").await.status, StatusCode::OK);
     let r = s.get_with_token("/orders/7", &s.gold_token()).await;
     assert_eq!(r.status, StatusCode::OK);
     let m = s.admin("GET", "/metrics").await.body;
-    assert!(m.contains(r#"claimgate_jwks_fetches_total{issuer="test",result="failure"}"#), "{m}");
+    assert!(
+        m.contains(r#"claimgate_jwks_fetches_total{issuer="test",result="failure"}"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -240,7 +358,10 @@ async fn failed_refresh_keeps_the_last_good_keys() {
     let r = s.get_with_token("/orders/7", &s.gold_token()).await;
     assert_eq!(r.status, StatusCode::OK);
     let m = s.admin("GET", "/metrics").await.body;
-    assert!(m.contains(r#"claimgate_jwks_fetches_total{issuer="test",result="failure"}"#), "{m}");
+    assert!(
+        m.contains(r#"claimgate_jwks_fetches_total{issuer="test",result="failure"}"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -249,8 +370,17 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let token = s.gold_token();
     let addr = s.addr();
     let slow = tokio::spawn(async move {
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-        common::send(&client, addr, "GET", "/slow/700", &[("authorization", &format!("Bearer {token}"))]).await
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        common::send(
+            &client,
+            addr,
+            "GET",
+            "/slow/700",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await
     });
     // Wait until the slow request is in flight at the upstream side.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -258,29 +388,50 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     running.shutdown(Duration::ZERO).await;
     let r = slow.await.unwrap();
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 #[tokio::test]
 async fn reload_swaps_policy_or_keeps_the_old_one() {
     let s = stack().await;
     let free = s.token(json!({"scope": "order", "subscription_level": "free"}));
-    assert_eq!(s.get_with_token("/orders/7", &free).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.get_with_token("/orders/7", &free).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     // A broken policy: the reload fails naming file and line, the old policy serves.
-    s.write_policy(&common::POLICY.replace("in: [gold, platinum]", "in: [gold, platinum]\n              bogus_key: 1"));
+    s.write_policy(&common::POLICY.replace(
+        "in: [gold, platinum]",
+        "in: [gold, platinum]\n              bogus_key: 1",
+    ));
     let r = s.admin("POST", "/admin/reload").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains("policy.yaml:"), "{}", r.body);
-    assert_eq!(s.get_with_token("/orders/7", &free).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(s.get_with_token("/orders/7", &s.gold_token()).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get_with_token("/orders/7", &free).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.get_with_token("/orders/7", &s.gold_token()).await.status,
+        StatusCode::OK
+    );
 
     // A good one that also admits the free plan.
     s.write_policy(&common::POLICY.replace("in: [gold, platinum]", "in: [free, gold, platinum]"));
     let r = s.admin("POST", "/admin/reload").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(s.get_with_token("/orders/7", &free).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get_with_token("/orders/7", &free).await.status,
+        StatusCode::OK
+    );
     let m = s.admin("GET", "/metrics").await.body;
-    assert!(m.contains(r#"claimgate_config_reloads_total{result="failure"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"claimgate_config_reloads_total{result="failure"} 1"#),
+        "{m}"
+    );
     assert!(m.contains("claimgate_config_generation 2"), "{m}");
 }

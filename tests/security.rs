@@ -16,7 +16,12 @@ async fn rule_1_two_tokens_or_a_malformed_bearer_is_400() {
     let auth = format!("Bearer {t}");
     let lower = format!("bearer {t}");
     // The scheme is case-insensitive.
-    assert_eq!(s.get("/orders/7", &[("authorization", &lower)]).await.status, StatusCode::OK);
+    assert_eq!(
+        s.get("/orders/7", &[("authorization", &lower)])
+            .await
+            .status,
+        StatusCode::OK
+    );
     let cases: Vec<Vec<(&str, &str)>> = vec![
         vec![("authorization", &auth), ("authorization", &auth)],
         vec![("authorization", "Bearer")],
@@ -25,14 +30,20 @@ async fn rule_1_two_tokens_or_a_malformed_bearer_is_400() {
     for headers in cases {
         let r = s.get("/orders/7", &headers).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{headers:?}");
-        assert_eq!(r.www_authenticate(), Some(r#"Bearer realm="claimgate", error="invalid_request""#));
+        assert_eq!(
+            r.www_authenticate(),
+            Some(r#"Bearer realm="claimgate", error="invalid_request""#)
+        );
     }
     assert_eq!(s.upstream.count(), 1);
 }
 
 #[tokio::test]
 async fn rule_2_length_and_charset_before_decoding() {
-    let s = Builder::new().limits(|l| l.max_token_bytes = 1024).start().await;
+    let s = Builder::new()
+        .limits(|l| l.max_token_bytes = 1024)
+        .start()
+        .await;
     let big = s.token(json!({"pad": "x".repeat(2000)}));
     let r = s.get_with_token("/orders/7", &big).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -55,13 +66,18 @@ async fn rule_3_alg_none_hmac_and_key_pointing_headers_are_refused() {
     };
     // alg none, with and without a signature.
     let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&payload));
-    let none_sig = format!("{}.{}.c2ln", b64(r#"{"alg":"none","kid":"k1"}"#), b64(&payload));
+    let none_sig = format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"none","kid":"k1"}"#),
+        b64(&payload)
+    );
     // HS256 over the public key bytes: the RS/ES→HS confusion.
     let hs = {
         let h = b64(r#"{"alg":"HS256","kid":"k1"}"#);
         let p = b64(&payload);
         let key = jsonwebtoken::EncodingKey::from_secret(s.key.jwk().to_string().as_bytes());
-        let sig = jsonwebtoken::crypto::sign(format!("{h}.{p}").as_bytes(), &key, Algorithm::HS256).unwrap();
+        let sig = jsonwebtoken::crypto::sign(format!("{h}.{p}").as_bytes(), &key, Algorithm::HS256)
+            .unwrap();
         format!("{h}.{p}.{sig}")
     };
     let r = s.get_with_token("/orders/7", &none).await;
@@ -71,7 +87,8 @@ async fn rule_3_alg_none_hmac_and_key_pointing_headers_are_refused() {
     let r = s.get_with_token("/orders/7", &hs).await;
     assert_eq!(r.reason(), "algorithm_not_allowed");
     for param in ["crit", "jku", "jwk", "x5u", "x5c"] {
-        let header = json!({"alg": "ES256", "kid": "k1", param: ["https://evil.test/keys"]}).to_string();
+        let header =
+            json!({"alg": "ES256", "kid": "k1", param: ["https://evil.test/keys"]}).to_string();
         let token = s.key.sign_raw(&header, &payload);
         let r = s.get_with_token("/orders/7", &token).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{param}");
@@ -84,7 +101,9 @@ async fn rule_3_alg_none_hmac_and_key_pointing_headers_are_refused() {
 async fn rule_4_unknown_kid_is_refused() {
     let s = stack().await;
     let header = json!({"alg": "ES256", "kid": "../../etc/passwd"}).to_string();
-    let token = s.key.sign_raw(&header, &claims(json!({"user_role": "admin"})).to_string());
+    let token = s
+        .key
+        .sign_raw(&header, &claims(json!({"user_role": "admin"})).to_string());
     let r = s.get_with_token("/orders/7", &token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.reason(), "unknown_key");
@@ -96,14 +115,24 @@ async fn rule_7_duplicate_members_are_refused() {
     let s = stack().await;
     let c = claims(json!({"scope": "order", "subscription_level": "free"}));
     // The last `subscription_level` would win in a lenient parser.
-    let payload = format!(r#"{},"subscription_level":"gold"}}"#, c.to_string().trim_end_matches('}'));
-    let token = s.key.sign_raw(&json!({"alg": "ES256", "kid": "k1"}).to_string(), &payload);
+    let payload = format!(
+        r#"{},"subscription_level":"gold"}}"#,
+        c.to_string().trim_end_matches('}')
+    );
+    let token = s
+        .key
+        .sign_raw(&json!({"alg": "ES256", "kid": "k1"}).to_string(), &payload);
     let r = s.get_with_token("/orders/7", &token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.reason(), "malformed_token");
     let header = r#"{"alg":"ES256","kid":"k1","kid":"k2"}"#;
-    let token = s.key.sign_raw(header, &claims(json!({"user_role": "admin"})).to_string());
-    assert_eq!(s.get_with_token("/orders/7", &token).await.status, StatusCode::UNAUTHORIZED);
+    let token = s
+        .key
+        .sign_raw(header, &claims(json!({"user_role": "admin"})).to_string());
+    assert_eq!(
+        s.get_with_token("/orders/7", &token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(s.upstream.count(), 0);
 }
 
@@ -129,9 +158,14 @@ async fn rule_16_ambiguous_paths_are_400() {
     }
     assert_eq!(s.upstream.count(), 0);
     // Percent-encoded ordinary characters are decided decoded and sent as sent.
-    let r = s.get("/orders/caf%C3%A9", &[("authorization", &auth)]).await;
+    let r = s
+        .get("/orders/caf%C3%A9", &[("authorization", &auth)])
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(s.upstream.last().unwrap().path_and_query, "/orders/caf%C3%A9");
+    assert_eq!(
+        s.upstream.last().unwrap().path_and_query,
+        "/orders/caf%C3%A9"
+    );
 }
 
 #[tokio::test]
@@ -141,16 +175,36 @@ async fn rule_16_host_is_compared_lowercase_without_trailing_dot() {
         "match: { path: /healthz, host: API.Example.test. }",
     );
     let s = Builder::new().policy(&policy).start().await;
-    for host in ["api.example.test", "API.EXAMPLE.TEST", "api.example.test.", "api.example.test:8443"] {
-        assert_eq!(s.get("/healthz", &[("host", host)]).await.status, StatusCode::OK, "{host}");
+    for host in [
+        "api.example.test",
+        "API.EXAMPLE.TEST",
+        "api.example.test.",
+        "api.example.test:8443",
+    ] {
+        assert_eq!(
+            s.get("/healthz", &[("host", host)]).await.status,
+            StatusCode::OK,
+            "{host}"
+        );
     }
-    assert_eq!(s.get("/healthz", &[("host", "other.test")]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get("/healthz", &[("host", "other.test")]).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
 async fn every_supported_algorithm_verifies_and_a_key_only_signs_its_own_alg() {
-    let algs = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES384, Algorithm::EdDSA];
-    let keys: Vec<SigningKey> = algs.iter().map(|a| SigningKey::generate(*a, &format!("{a:?}"))).collect();
+    let algs = [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+    let keys: Vec<SigningKey> = algs
+        .iter()
+        .map(|a| SigningKey::generate(*a, &format!("{a:?}")))
+        .collect();
     let s = Builder::new().with_keys(keys).start().await;
     let c = claims(json!({"user_role": "admin"}));
     for key in &s.extra_keys {

@@ -31,7 +31,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
             let app = app.clone();
             async move { Ok::<_, Infallible>(handle(&app, req, peer).await) }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
         tokio::spawn(conn);
     }
     drop(listener);
@@ -61,7 +65,10 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response
         }
         (&Method::POST, "/admin/reload") => {
             if !peer.ip().is_loopback() {
-                return text(StatusCode::FORBIDDEN, "reload is allowed from loopback only\n".into());
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "reload is allowed from loopback only\n".into(),
+                );
             }
             match app.reload().await {
                 Ok(g) => text(StatusCode::OK, format!("reloaded: generation {g}\n")),

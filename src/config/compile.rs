@@ -40,7 +40,10 @@ impl PolicySource {
         let mut errs = ConfigErrors::default();
         let entries = std::fs::read_dir(dir).map_err(|e| {
             let mut errs = ConfigErrors::default();
-            errs.push(Origin::file(dir), format!("cannot read policy directory: {e}"));
+            errs.push(
+                Origin::file(dir),
+                format!("cannot read policy directory: {e}"),
+            );
             errs
         })?;
         let mut paths: Vec<PathBuf> = entries
@@ -62,7 +65,10 @@ impl PolicySource {
             }
         }
         if out.is_empty() && errs.is_empty() {
-            errs.push(Origin::file(dir), "no policy files (*.yaml) in the directory");
+            errs.push(
+                Origin::file(dir),
+                "no policy files (*.yaml) in the directory",
+            );
         }
         errs.into_result(out)
     }
@@ -71,14 +77,26 @@ impl PolicySource {
 /// Gives the key store of an issuer; stores outlive snapshots, so the
 /// caller decides whether an existing one is reused.
 pub trait KeyStores {
-    fn store(&mut self, issuer: &str, source: &KeySource, algorithms: &[Algorithm], refresh: Duration) -> Arc<JwksStore>;
+    fn store(
+        &mut self,
+        issuer: &str,
+        source: &KeySource,
+        algorithms: &[Algorithm],
+        refresh: Duration,
+    ) -> Arc<JwksStore>;
 }
 
 impl<F> KeyStores for F
 where
     F: FnMut(&str, &KeySource, &[Algorithm], Duration) -> Arc<JwksStore>,
 {
-    fn store(&mut self, issuer: &str, source: &KeySource, algorithms: &[Algorithm], refresh: Duration) -> Arc<JwksStore> {
+    fn store(
+        &mut self,
+        issuer: &str,
+        source: &KeySource,
+        algorithms: &[Algorithm],
+        refresh: Duration,
+    ) -> Arc<JwksStore> {
         self(issuer, source, algorithms, refresh)
     }
 }
@@ -145,21 +163,33 @@ pub fn compile(
         for route in std::mem::take(&mut doc.routes) {
             let at = origin(file, &route);
             if let Some(first) = names.get(&route.value.name) {
-                c.errs.push(at.clone(), format!("route `{}` is already defined at {first}", route.value.name));
+                c.errs.push(
+                    at.clone(),
+                    format!("route `{}` is already defined at {first}", route.value.name),
+                );
             } else {
                 names.insert(route.value.name.clone(), at.clone());
             }
             if let Some((segments, route)) = c.route(file, at.clone(), route.value) {
                 all_templates.extend(route.forward.iter().map(|t| t.name.to_string()));
                 if let Err(other) = router.insert(&segments, Arc::new(route)) {
-                    c.errs.push(at, format!("this route can match the same requests as route `{other}`"));
+                    c.errs.push(
+                        at,
+                        format!("this route can match the same requests as route `{other}`"),
+                    );
                 }
             }
         }
     }
     if router.is_empty() && c.errs.is_empty() {
-        let first = sources.first().map(|s| s.path.as_path()).unwrap_or(Path::new("."));
-        c.errs.push(Origin::file(first), "no routes are defined: every request would be refused");
+        let first = sources
+            .first()
+            .map(|s| s.path.as_path())
+            .unwrap_or(Path::new("."));
+        c.errs.push(
+            Origin::file(first),
+            "no routes are defined: every request would be refused",
+        );
     }
     let owned_headers = OwnedHeaders::new(
         all_templates.iter().map(String::as_str),
@@ -186,10 +216,17 @@ struct Compiler {
 }
 
 impl Compiler {
-    fn issuer(&mut self, file: &Path, name: String, doc: Spanned<IssuerDoc>, stores: &mut dyn KeyStores) {
+    fn issuer(
+        &mut self,
+        file: &Path,
+        name: String,
+        doc: Spanned<IssuerDoc>,
+        stores: &mut dyn KeyStores,
+    ) {
         let at = origin(file, &doc);
         if let Some(first) = self.issuer_origin.get(&name) {
-            self.errs.push(at, format!("issuer `{name}` is already defined at {first}"));
+            self.errs
+                .push(at, format!("issuer `{name}` is already defined at {first}"));
             return;
         }
         self.issuer_origin.insert(name.clone(), at.clone());
@@ -200,13 +237,24 @@ impl Compiler {
                 if url.starts_with("http://") && !doc.allow_http {
                     self.errs.push(at.clone(), format!("issuer `{name}`: jwks_uri is plain http; set `allow_http: true` to allow it"));
                 } else if !url.starts_with("https://") && !url.starts_with("http://") {
-                    self.errs.push(at.clone(), format!("issuer `{name}`: jwks_uri must be an https URL"));
+                    self.errs.push(
+                        at.clone(),
+                        format!("issuer `{name}`: jwks_uri must be an https URL"),
+                    );
                 }
-                KeySource::Uri { url: url.clone(), allow_http: doc.allow_http }
+                KeySource::Uri {
+                    url: url.clone(),
+                    allow_http: doc.allow_http,
+                }
             }
-            (None, Some(path)) => KeySource::File(file.parent().unwrap_or(Path::new(".")).join(path)),
+            (None, Some(path)) => {
+                KeySource::File(file.parent().unwrap_or(Path::new(".")).join(path))
+            }
             _ => {
-                self.errs.push(at.clone(), format!("issuer `{name}`: set exactly one of jwks_uri and jwks_file"));
+                self.errs.push(
+                    at.clone(),
+                    format!("issuer `{name}`: set exactly one of jwks_uri and jwks_file"),
+                );
                 return;
             }
         };
@@ -225,17 +273,32 @@ impl Compiler {
         };
         let leeway = doc.leeway.unwrap_or(DEFAULT_LEEWAY);
         if leeway > MAX_LEEWAY {
-            self.errs.push(at.clone(), format!("issuer `{name}`: leeway may be at most 60s"));
+            self.errs.push(
+                at.clone(),
+                format!("issuer `{name}`: leeway may be at most 60s"),
+            );
         }
         let audiences = doc.audience.into_vec();
         if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-            self.errs.push(at.clone(), format!("issuer `{name}`: audience must name at least one value"));
+            self.errs.push(
+                at.clone(),
+                format!("issuer `{name}`: audience must name at least one value"),
+            );
         }
         if doc.issuer.is_empty() {
-            self.errs.push(at.clone(), format!("issuer `{name}`: issuer must not be empty"));
+            self.errs.push(
+                at.clone(),
+                format!("issuer `{name}`: issuer must not be empty"),
+            );
         }
         if let Some(other) = self.issuers.by_iss(&doc.issuer) {
-            self.errs.push(at.clone(), format!("issuer `{name}`: `{}` is also the issuer of `{}`", doc.issuer, other.name));
+            self.errs.push(
+                at.clone(),
+                format!(
+                    "issuer `{name}`: `{}` is also the issuer of `{}`",
+                    doc.issuer, other.name
+                ),
+            );
         }
         let untrusted = doc.untrusted_claims.unwrap_or_else(|| vec!["nsec".into()]);
         if self.errs.len() != before {
@@ -246,7 +309,10 @@ impl Compiler {
                 self.untrusted.push(u.clone());
             }
         }
-        let refresh = doc.refresh_interval.unwrap_or(DEFAULT_REFRESH).max(Duration::from_secs(1));
+        let refresh = doc
+            .refresh_interval
+            .unwrap_or(DEFAULT_REFRESH)
+            .max(Duration::from_secs(1));
         let keys = stores.store(&name, &source, &algorithms, refresh);
         self.issuers.insert(Issuer {
             name,
@@ -262,7 +328,10 @@ impl Compiler {
     fn upstream(&mut self, file: &Path, name: String, url: Spanned<String>) {
         let at = origin(file, &url);
         if let Some((first, _)) = self.upstreams.get(&name) {
-            self.errs.push(at, format!("upstream `{name}` is already defined at {first}"));
+            self.errs.push(
+                at,
+                format!("upstream `{name}` is already defined at {first}"),
+            );
             return;
         }
         match Upstream::parse(&name, &url.value) {
@@ -273,9 +342,17 @@ impl Compiler {
         }
     }
 
-    fn template(&mut self, file: &Path, name: &str, text: &Spanned<String>) -> Option<HeaderTemplate> {
+    fn template(
+        &mut self,
+        file: &Path,
+        name: &str,
+        text: &Spanned<String>,
+    ) -> Option<HeaderTemplate> {
         HeaderTemplate::compile(name, &text.value, &self.untrusted)
-            .map_err(|e| self.errs.push(origin(file, text), format!("header `{name}`: {e}")))
+            .map_err(|e| {
+                self.errs
+                    .push(origin(file, text), format!("header `{name}`: {e}"))
+            })
             .ok()
     }
 
@@ -291,37 +368,52 @@ impl Compiler {
                 .filter_map(|m| {
                     let upper = m.to_ascii_uppercase();
                     Method::from_bytes(upper.as_bytes())
-                        .map_err(|_| self.errs.push(at.clone(), ctx(format!("`{m}` is not an HTTP method"))))
+                        .map_err(|_| {
+                            self.errs
+                                .push(at.clone(), ctx(format!("`{m}` is not an HTTP method")))
+                        })
                         .ok()
                 })
                 .collect::<Vec<_>>()
         });
-        let host = doc.matcher.host.map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+        let host = doc
+            .matcher
+            .host
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
         let upstream = match &doc.upstream {
             Some(u) => match self.upstreams.get(u) {
                 Some((_, up)) => Some(up.clone()),
                 None => {
-                    self.errs.push(at.clone(), ctx(format!("upstream `{u}` is not defined")));
+                    self.errs
+                        .push(at.clone(), ctx(format!("upstream `{u}` is not defined")));
                     None
                 }
             },
             None => {
-                self.errs.push(at.clone(), ctx("needs an `upstream`".into()));
+                self.errs
+                    .push(at.clone(), ctx("needs an `upstream`".into()));
                 None
             }
         };
         if let Some(list) = &doc.issuers {
             for i in list {
                 if self.issuers.by_name(i).is_none() {
-                    self.errs.push(at.clone(), ctx(format!("issuer `{i}` is not defined")));
+                    self.errs
+                        .push(at.clone(), ctx(format!("issuer `{i}` is not defined")));
                 }
             }
         }
         if !doc.public && self.issuers.is_empty() && self.issuer_origin.is_empty() {
-            self.errs.push(at.clone(), ctx("is not public but no issuer is defined".into()));
+            self.errs.push(
+                at.clone(),
+                ctx("is not public but no issuer is defined".into()),
+            );
         }
         if doc.public && doc.allow.is_some() {
-            self.errs.push(at.clone(), ctx("a public route cannot have an `allow` rule".into()));
+            self.errs.push(
+                at.clone(),
+                ctx("a public route cannot have an `allow` rule".into()),
+            );
         }
         let allow = doc.allow.and_then(|r| self.rule(file, &r));
         // Defaults first; a route's own template replaces a default of the same name.
@@ -335,7 +427,12 @@ impl Compiler {
                 }
             }
         } else if let Some((hname, text)) = doc.forward.iter().next() {
-            self.errs.push(origin(file, text), ctx(format!("a public route has no claims to forward (header `{hname}`)")));
+            self.errs.push(
+                origin(file, text),
+                ctx(format!(
+                    "a public route has no claims to forward (header `{hname}`)"
+                )),
+            );
         }
         if self.errs.len() != before {
             return None;
@@ -367,20 +464,34 @@ impl Compiler {
     fn rule(&mut self, file: &Path, doc: &Spanned<RuleDoc>) -> Option<Rule> {
         let at = origin(file, doc);
         let d = &doc.value;
-        let ops = [d.equals.is_some(), d.one_of.is_some(), d.contains.is_some(), d.exists.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        let forms = [d.all.is_some(), d.any.is_some(), d.not.is_some(), d.claim.is_some(), d.scope.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let ops = [
+            d.equals.is_some(),
+            d.one_of.is_some(),
+            d.contains.is_some(),
+            d.exists.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let forms = [
+            d.all.is_some(),
+            d.any.is_some(),
+            d.not.is_some(),
+            d.claim.is_some(),
+            d.scope.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if forms != 1 {
             self.errs.push(at, "a rule is exactly one of `all`, `any`, `not`, `claim` (with one operator) or `scope`");
             return None;
         }
         if ops > 0 && d.claim.is_none() {
-            self.errs.push(at, "`equals`, `in`, `contains` and `exists` go with `claim`");
+            self.errs.push(
+                at,
+                "`equals`, `in`, `contains` and `exists` go with `claim`",
+            );
             return None;
         }
         let many = |c: &mut Self, list: &[Spanned<RuleDoc>]| -> Option<Vec<Rule>> {
@@ -413,7 +524,12 @@ impl Compiler {
             (None, None, Some(v), None) => Op::Contains(v.clone()),
             (None, None, None, Some(b)) => Op::Exists(b),
             _ => {
-                self.errs.push(at, format!("claim `{text}` needs exactly one of `equals`, `in`, `contains`, `exists`"));
+                self.errs.push(
+                    at,
+                    format!(
+                        "claim `{text}` needs exactly one of `equals`, `in`, `contains`, `exists`"
+                    ),
+                );
                 return None;
             }
         };

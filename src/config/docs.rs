@@ -94,7 +94,10 @@ impl ProcessDoc {
             Err(_) => {
                 errs.push(
                     origin(path, s),
-                    format!("{what} `{}` is not an address such as 127.0.0.1:8080", s.value),
+                    format!(
+                        "{what} `{}` is not an address such as 127.0.0.1:8080",
+                        s.value
+                    ),
                 );
                 None
             }
@@ -120,10 +123,16 @@ impl ProcessDoc {
         };
         if limits.max_header_bytes < 8192 {
             // hyper refuses an HTTP/1 buffer under 8 KiB.
-            errs.push(Origin::file(path), "limits.max_header_bytes must be at least 8192");
+            errs.push(
+                Origin::file(path),
+                "limits.max_header_bytes must be at least 8192",
+            );
         }
         if limits.max_connections == 0 {
-            errs.push(Origin::file(path), "limits.max_connections must be at least 1");
+            errs.push(
+                Origin::file(path),
+                "limits.max_connections must be at least 1",
+            );
         }
         let config = ProcessConfig {
             listen: listen.unwrap_or(([0, 0, 0, 0], 0).into()),

@@ -19,7 +19,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "s" => n.checked_mul(1_000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        _ => return Err(format!("duration `{text}`: unknown unit `{unit}` (ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "duration `{text}`: unknown unit `{unit}` (ms, s, m, h)"
+            ))
+        }
     };
     millis
         .map(Duration::from_millis)

@@ -24,9 +24,7 @@ impl Vars for EnvVars {
 
 impl Vars for std::collections::HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        self.get(name)
-            .cloned()
-            .or_else(|| std::env::var(name).ok())
+        self.get(name).cloned().or_else(|| std::env::var(name).ok())
     }
 }
 
@@ -46,7 +44,7 @@ pub fn expand(file: &Path, text: &str, vars: &dyn Vars) -> Result<String, Vec<Co
         while let Some(at) = rest.find("${") {
             if rest[..at].ends_with('$') {
                 out.push_str(&rest[..at]);
-                out.push_str("{");
+                out.push('{');
                 rest = &rest[at + 2..];
                 continue;
             }
@@ -61,10 +59,8 @@ pub fn expand(file: &Path, text: &str, vars: &dyn Vars) -> Result<String, Vec<Co
                 break;
             };
             let name = &after[..end];
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             match vars.get(name) {
                 _ if !valid => errors.push(ConfigError {
                     origin: Origin::new(file, line_no, col(line, rest, at)),
@@ -125,20 +121,38 @@ mod tests {
     #[test]
     fn expands_known_variables_and_keeps_escapes() {
         let v = vars(&[("CG_TEST_A", "x"), ("CG_TEST_B", "y")]);
-        let out = expand(Path::new("f"), "a: ${CG_TEST_A}-${CG_TEST_B}\nb: $${CG_TEST_A}\n", &v).unwrap();
+        let out = expand(
+            Path::new("f"),
+            "a: ${CG_TEST_A}-${CG_TEST_B}\nb: $${CG_TEST_A}\n",
+            &v,
+        )
+        .unwrap();
         assert_eq!(out, "a: x-y\nb: ${CG_TEST_A}\n");
     }
 
     #[test]
     fn unknown_variable_names_file_and_line() {
-        let errs = expand(Path::new("p.yaml"), "a: 1\nb: ${CG_TEST_SURELY_UNSET_9}\n", &vars(&[])).unwrap_err();
+        let errs = expand(
+            Path::new("p.yaml"),
+            "a: 1\nb: ${CG_TEST_SURELY_UNSET_9}\n",
+            &vars(&[]),
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].to_string(), "p.yaml:2:4: variable CG_TEST_SURELY_UNSET_9 is not set");
+        assert_eq!(
+            errs[0].to_string(),
+            "p.yaml:2:4: variable CG_TEST_SURELY_UNSET_9 is not set"
+        );
     }
 
     #[test]
     fn comment_lines_are_not_expanded() {
-        let out = expand(Path::new("f"), "# see ${UNSET_IN_COMMENT}\na: 1\n", &vars(&[])).unwrap();
+        let out = expand(
+            Path::new("f"),
+            "# see ${UNSET_IN_COMMENT}\na: 1\n",
+            &vars(&[]),
+        )
+        .unwrap();
         assert_eq!(out, "# see ${UNSET_IN_COMMENT}\na: 1\n");
     }
 

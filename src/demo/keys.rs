@@ -67,7 +67,10 @@ impl SigningKey {
                     "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
                     "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero()),
                 });
-                (EncodingKey::from_rsa_pem(pem.as_bytes()).expect("own RSA key"), jwk)
+                (
+                    EncodingKey::from_rsa_pem(pem.as_bytes()).expect("own RSA key"),
+                    jwk,
+                )
             }
         };
         let mut jwk = jwk;
@@ -95,8 +98,13 @@ impl SigningKey {
     /// A token over exactly these header and payload texts, signed with this
     /// key's algorithm: for tests of hostile headers and duplicate members.
     pub fn sign_raw(&self, header: &str, payload: &str) -> String {
-        let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, self.alg).expect("signing");
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, self.alg)
+            .expect("signing");
         format!("{message}.{sig}")
     }
 }

@@ -36,9 +36,13 @@ pub struct Demo {
 /// claimgate has loaded the keys.
 pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo, String> {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let upstream = EchoServer::start(loopback).await.map_err(|e| e.to_string())?;
+    let upstream = EchoServer::start(loopback)
+        .await
+        .map_err(|e| e.to_string())?;
     let key = SigningKey::generate(Algorithm::ES256, "demo-key-1");
-    let idp = JwksServer::start(loopback, &keys::jwks([&key])).await.map_err(|e| e.to_string())?;
+    let idp = JwksServer::start(loopback, &keys::jwks([&key]))
+        .await
+        .map_err(|e| e.to_string())?;
     let vars: HashMap<String, String> = [
         ("DEMO_UPSTREAM".to_string(), upstream.url()),
         ("DEMO_JWKS_URI".to_string(), idp.url()),
@@ -49,7 +53,8 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         text: POLICY.to_string(),
     }];
     let limits = Limits::default();
-    let app = App::new(limits.clone(), None, &sources, Box::new(vars)).map_err(|e| e.to_string())?;
+    let app =
+        App::new(limits.clone(), None, &sources, Box::new(vars)).map_err(|e| e.to_string())?;
     let config = ProcessConfig {
         listen,
         admin_listen,
@@ -59,9 +64,12 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         log_format: LogFormat::Text,
     };
     let running = app::start(&config, app).await?;
-    tokio::time::timeout(std::time::Duration::from_secs(10), running.app.wait_keys_loaded())
-        .await
-        .map_err(|_| "the demo JWKS did not load".to_string())?;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        running.app.wait_keys_loaded(),
+    )
+    .await
+    .map_err(|_| "the demo JWKS did not load".to_string())?;
     Ok(Demo {
         running,
         upstream,
@@ -86,13 +94,19 @@ impl Demo {
 
     /// The ready-to-paste walkthrough printed by `claimgate demo`.
     pub fn walkthrough(&self) -> String {
-        let admin = self.token("alice", json!({"user_role": "admin", "given_name": "Alice", "family_name": "Admin"}));
+        let admin = self.token(
+            "alice",
+            json!({"user_role": "admin", "given_name": "Alice", "family_name": "Admin"}),
+        );
         let gold = self.token(
             "bob",
             json!({"scope": "order profile", "subscription_level": "gold", "given_name": "Bob",
                    "family_name": "Gold", "metadata": {"region": "eu-west"}}),
         );
-        let free = self.token("carol", json!({"scope": "order", "subscription_level": "free"}));
+        let free = self.token(
+            "carol",
+            json!({"scope": "order", "subscription_level": "free"}),
+        );
         let base = format!("http://{}", self.running.addr);
         let admin_url = format!("http://{}", self.running.admin_addr);
         format!(

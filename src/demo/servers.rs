@@ -19,7 +19,10 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
 /// Serves `handler` on `addr` (HTTP/1.1 and h2c) until the task is aborted.
-async fn serve<F, Fut>(addr: SocketAddr, handler: F) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+async fn serve<F, Fut>(
+    addr: SocketAddr,
+    handler: F,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -28,7 +31,9 @@ where
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -72,14 +77,29 @@ impl EchoServer {
             let (c, l) = (c.clone(), l.clone());
             async move {
                 let (parts, body) = req.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                if let Some(ms) = path.strip_prefix("/slow/").and_then(|r| r.split(['/', '?']).next()).and_then(|n| n.parse().ok()) {
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                if let Some(ms) = path
+                    .strip_prefix("/slow/")
+                    .and_then(|r| r.split(['/', '?']).next())
+                    .and_then(|n| n.parse().ok())
+                {
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 }
                 let mut headers = Map::new();
                 for (k, v) in &parts.headers {
-                    headers.insert(k.to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+                    headers.insert(
+                        k.to_string(),
+                        Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                    );
                 }
                 let echo = json!({
                     "method": parts.method.as_str(),
@@ -96,12 +116,19 @@ impl EchoServer {
                 c.fetch_add(1, Ordering::SeqCst);
                 Response::builder()
                     .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(serde_json::to_vec_pretty(&echo).unwrap_or_default())))
+                    .body(Full::new(Bytes::from(
+                        serde_json::to_vec_pretty(&echo).unwrap_or_default(),
+                    )))
                     .unwrap_or_default()
             }
         })
         .await?;
-        Ok(Self { addr, count, last, task })
+        Ok(Self {
+            addr,
+            count,
+            last,
+            task,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -143,7 +170,10 @@ impl JwksServer {
             let (d, f) = (d.clone(), f.clone());
             async move {
                 if req.uri().path() != "/jwks.json" {
-                    return Response::builder().status(404).body(Full::default()).unwrap_or_default();
+                    return Response::builder()
+                        .status(404)
+                        .body(Full::default())
+                        .unwrap_or_default();
                 }
                 f.fetch_add(1, Ordering::SeqCst);
                 let (status, body) = d.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -155,7 +185,12 @@ impl JwksServer {
             }
         })
         .await?;
-        Ok(Self { addr, doc, fetches, task })
+        Ok(Self {
+            addr,
+            doc,
+            fetches,
+            task,
+        })
     }
 
     pub fn url(&self) -> String {

@@ -101,7 +101,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(k.parse::<HeaderName>().unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                k.parse::<HeaderName>().unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }

@@ -69,7 +69,11 @@ impl HeaderTemplate {
             parts.push(Part::Literal(rest.to_string()));
         }
         for p in &parts {
-            if let Part::Literal(l) | Part::Expr { fallback: Some(l), .. } = p {
+            if let Part::Literal(l)
+            | Part::Expr {
+                fallback: Some(l), ..
+            } = p
+            {
                 if HeaderValue::from_str(l).is_err() {
                     return Err(format!("`{l}` is not valid in a header value"));
                 }
@@ -85,7 +89,10 @@ impl HeaderTemplate {
             match part {
                 Part::Literal(l) => out.push_str(l),
                 Part::Expr { paths, fallback } => {
-                    let found = paths.iter().map(|p| p.find(claims)).find(|f| *f != Found::Nothing);
+                    let found = paths
+                        .iter()
+                        .map(|p| p.find(claims))
+                        .find(|f| *f != Found::Nothing);
                     match (found, fallback) {
                         (Some(f), _) => self.push_found(&mut out, f)?,
                         (None, Some(fb)) => out.push_str(fb),
@@ -110,7 +117,9 @@ impl HeaderTemplate {
         match found {
             Found::Nothing => Ok(()),
             Found::One(v) => self.push_value(out, v),
-            Found::Many(nodes) => self.push_value(out, &Value::Array(nodes.into_iter().cloned().collect())),
+            Found::Many(nodes) => {
+                self.push_value(out, &Value::Array(nodes.into_iter().cloned().collect()))
+            }
         }
     }
 
@@ -155,7 +164,9 @@ fn expr(text: &str, untrusted: &[String]) -> Result<Part, String> {
     for (i, alt) in alternatives.into_iter().enumerate() {
         if let Some(lit) = alt.strip_prefix('\'').and_then(|a| a.strip_suffix('\'')) {
             if i != last {
-                return Err(format!("the fallback '{lit}' must come last in `{{{{{text}}}}}`"));
+                return Err(format!(
+                    "the fallback '{lit}' must come last in `{{{{{text}}}}}`"
+                ));
             }
             fallback = Some(lit.to_string());
         } else {
@@ -198,30 +209,55 @@ mod tests {
             ("{{ $.meta.zone || 'global' }}", Some("global")),
             ("{{ $.meta.zone || $.sub }}", Some("u1")),
             ("{{ $.missing }}", None),
-            ("{{ $['https://hasura.io/jwt/claims']['x-hasura-user-id'] }}", Some("42")),
+            (
+                "{{ $['https://hasura.io/jwt/claims']['x-hasura-user-id'] }}",
+                Some("42"),
+            ),
             ("{{ $.roles[0] }}", Some("a")),
             ("static", Some("static")),
         ];
         for (t, want) in cases {
             assert_eq!(render(t, &c).unwrap().as_deref(), *want, "{t}");
         }
-        assert_eq!(render("{{ $.bad }}", &c), Err(RenderError::SeparatorInElement("x-test".parse().unwrap())));
+        assert_eq!(
+            render("{{ $.bad }}", &c),
+            Err(RenderError::SeparatorInElement("x-test".parse().unwrap()))
+        );
     }
 
     #[test]
     fn refuses_control_characters_and_huge_values() {
         for v in ["a\r\nx-admin: 1", "a\nb", "a\u{0}b", "tab\there"] {
             let c = json!({ "v": v });
-            assert!(matches!(render("{{ $.v }}", &c), Err(RenderError::ControlCharacter(_))), "{v:?}");
+            assert!(
+                matches!(
+                    render("{{ $.v }}", &c),
+                    Err(RenderError::ControlCharacter(_))
+                ),
+                "{v:?}"
+            );
         }
         let c = json!({ "v": "a".repeat(MAX_VALUE_BYTES + 1) });
-        assert!(matches!(render("{{ $.v }}", &c), Err(RenderError::TooLong(_))));
+        assert!(matches!(
+            render("{{ $.v }}", &c),
+            Err(RenderError::TooLong(_))
+        ));
     }
 
     #[test]
     fn compile_errors() {
-        for bad in ["{{ $.sub ", "{{ }}", "{{ 'x' || $.sub }}", "{{ $.nsec.roles }}", "a }} b", "{{ sub }}"] {
-            assert!(HeaderTemplate::compile("x", bad, &["nsec".into()]).is_err(), "{bad}");
+        for bad in [
+            "{{ $.sub ",
+            "{{ }}",
+            "{{ 'x' || $.sub }}",
+            "{{ $.nsec.roles }}",
+            "a }} b",
+            "{{ sub }}",
+        ] {
+            assert!(
+                HeaderTemplate::compile("x", bad, &["nsec".into()]).is_err(),
+                "{bad}"
+            );
         }
         assert!(HeaderTemplate::compile("bad name", "x", &[]).is_err());
     }

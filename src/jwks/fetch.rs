@@ -80,7 +80,12 @@ impl Fetcher {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if mime != "application/json" && mime != "application/jwk-set+json" {
                 return Err(JwksError::Fetch(format!("content type {ct:?} is not JSON")));
             }

@@ -127,7 +127,8 @@ pub fn parse(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
         set.keys
             .retain(|k| !k.kid.as_ref().is_some_and(|kid| conflicted.contains(kid)));
         for kid in conflicted {
-            set.skipped.push(format!("kid {kid:?}: names two different keys"));
+            set.skipped
+                .push(format!("kid {kid:?}: names two different keys"));
         }
     }
     for k in &set.keys {
@@ -274,13 +275,22 @@ mod tests {
             parse_value(json!({ "keys": many })).err(),
             Some(JwksError::TooManyKeys(MAX_KEYS + 1))
         );
-        assert_eq!(parse(b"<html>", &ASYMMETRIC).err(), Some(JwksError::NotAJwks));
-        assert_eq!(parse(b"{\"keys\":{}}", &ASYMMETRIC).err(), Some(JwksError::NotAJwks));
+        assert_eq!(
+            parse(b"<html>", &ASYMMETRIC).err(),
+            Some(JwksError::NotAJwks)
+        );
+        assert_eq!(
+            parse(b"{\"keys\":{}}", &ASYMMETRIC).err(),
+            Some(JwksError::NotAJwks)
+        );
     }
 
     #[test]
     fn issuer_allow_list_narrows_keys() {
-        let r = parse(json!({"keys":[ec_key("a")]}).to_string().as_bytes(), &[Algorithm::RS256]);
+        let r = parse(
+            json!({"keys":[ec_key("a")]}).to_string().as_bytes(),
+            &[Algorithm::RS256],
+        );
         assert_eq!(r.err(), Some(JwksError::NoUsableKey(1)));
     }
 }

@@ -44,11 +44,16 @@ impl ClaimPath {
                 Kind::Members(m)
             }
             None => {
-                let q = parse_json_path(text).map_err(|e| format!("`{text}` is not a JSONPath: {e}"))?;
+                let q = parse_json_path(text)
+                    .map_err(|e| format!("`{text}` is not a JSONPath: {e}"))?;
                 for name in untrusted {
-                    let reads = [format!(".{name}"), format!("['{name}']"), format!("[\"{name}\"]")]
-                        .iter()
-                        .any(|needle| text.contains(needle.as_str()));
+                    let reads = [
+                        format!(".{name}"),
+                        format!("['{name}']"),
+                        format!("[\"{name}\"]"),
+                    ]
+                    .iter()
+                    .any(|needle| text.contains(needle.as_str()));
                     if reads {
                         return Err(format!("`{text}` reads the untrusted claim `{name}`"));
                     }
@@ -90,7 +95,12 @@ impl ClaimPath {
             }
             Kind::Query(q) => {
                 let nodes: Vec<&Value> = js_path_process(q, root)
-                    .map(|refs| refs.into_iter().map(|r| r.val()).filter(|v| !v.is_null()).collect())
+                    .map(|refs| {
+                        refs.into_iter()
+                            .map(|r| r.val())
+                            .filter(|v| !v.is_null())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 match nodes.len() {
                     0 => Found::Nothing,
@@ -115,7 +125,10 @@ fn members(text: &str) -> Option<Vec<String>> {
             // `-` is not a JSONPath name character; leave such names to the
             // engine so both readings agree.
             let name = &r[..end];
-            if name.is_empty() || name.contains('-') || name.starts_with(|c: char| c.is_ascii_digit()) {
+            if name.is_empty()
+                || name.contains('-')
+                || name.starts_with(|c: char| c.is_ascii_digit())
+            {
                 return None;
             }
             out.push(name.to_string());
@@ -157,13 +170,27 @@ mod tests {
         let c = claims();
         let cases: &[(&str, bool, Found)] = &[
             ("$.sub", true, Found::One(&c["sub"])),
-            ("$.metadata.region", true, Found::One(&c["metadata"]["region"])),
+            (
+                "$.metadata.region",
+                true,
+                Found::One(&c["metadata"]["region"]),
+            ),
             ("$.metadata.empty", true, Found::Nothing),
             ("$.missing.deeper", true, Found::Nothing),
-            ("$['https://hasura.io/jwt/claims']['x-hasura-user-id']", true,
-             Found::One(&c["https://hasura.io/jwt/claims"]["x-hasura-user-id"])),
+            (
+                "$['https://hasura.io/jwt/claims']['x-hasura-user-id']",
+                true,
+                Found::One(&c["https://hasura.io/jwt/claims"]["x-hasura-user-id"]),
+            ),
             ("$.roles[1]", false, Found::One(&c["roles"][1])),
-            ("$.tenants.*.roles", false, Found::Many(vec![&c["tenants"]["t1"]["roles"], &c["tenants"]["t2"]["roles"]])),
+            (
+                "$.tenants.*.roles",
+                false,
+                Found::Many(vec![
+                    &c["tenants"]["t1"]["roles"],
+                    &c["tenants"]["t2"]["roles"],
+                ]),
+            ),
             ("$.sub.x", true, Found::Nothing),
         ];
         for (path, fast, want) in cases {

@@ -63,10 +63,12 @@ pub fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
             }
             Segment::Rest
         } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!("`{{{name}}}` in `{template}` is not a parameter name"));
+                return Err(format!(
+                    "`{{{name}}}` in `{template}` is not a parameter name"
+                ));
             }
             if names.contains(&name) {
                 return Err(format!("parameter `{name}` appears twice in `{template}`"));
@@ -74,7 +76,9 @@ pub fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
             names.push(name);
             Segment::Param(name.to_string())
         } else if part.contains(['{', '}', '*', '%', ';', '\\']) || *part == "." || *part == ".." {
-            return Err(format!("segment `{part}` of `{template}` is neither a literal nor a parameter"));
+            return Err(format!(
+                "segment `{part}` of `{template}` is neither a literal nor a parameter"
+            ));
         } else if part.is_empty() && i != parts.len() - 1 {
             return Err(format!("`{template}` has an empty segment"));
         } else {
@@ -125,7 +129,11 @@ impl Router {
                 }
             };
         }
-        let list = if rest { &mut node.rest } else { &mut node.exact };
+        let list = if rest {
+            &mut node.rest
+        } else {
+            &mut node.exact
+        };
         if let Some(other) = list.iter().find(|o| overlaps(o, &route)) {
             return Err(other.name.clone());
         }
@@ -146,7 +154,12 @@ impl Router {
 
     /// The most specific route for `host` (lowercase, no port), `method` and
     /// the canonical `segments`.
-    pub fn find<'a>(&'a self, host: &str, method: &Method, segments: &[String]) -> Option<Matched<'a>> {
+    pub fn find<'a>(
+        &'a self,
+        host: &str,
+        method: &Method,
+        segments: &[String],
+    ) -> Option<Matched<'a>> {
         let mut captured = Vec::new();
         let route = find_in(&self.root, host, method, segments, &mut captured)?;
         let params = route
@@ -209,7 +222,12 @@ fn find_in<'a>(
 mod tests {
     use super::*;
 
-    fn route(name: &str, template: &str, methods: Option<&[&str]>, host: Option<&str>) -> (Vec<Segment>, Arc<Route>) {
+    fn route(
+        name: &str,
+        template: &str,
+        methods: Option<&[&str]>,
+        host: Option<&str>,
+    ) -> (Vec<Segment>, Arc<Route>) {
         let segs = parse_template(template).unwrap();
         let params = segs
             .iter()
@@ -234,7 +252,10 @@ mod tests {
         (segs, Arc::new(r))
     }
 
-    fn router(routes: &[(&str, &str, Option<&[&str]>, Option<&str>)]) -> Router {
+    /// (name, template, methods, host)
+    type Spec<'a> = (&'a str, &'a str, Option<&'a [&'a str]>, Option<&'a str>);
+
+    fn router(routes: &[Spec]) -> Router {
         let mut r = Router::default();
         for (name, t, m, h) in routes {
             let (segs, route) = route(name, t, *m, *h);
@@ -243,12 +264,20 @@ mod tests {
         r
     }
 
-    fn find(r: &Router, host: &str, method: &str, path: &str) -> Option<(String, Vec<(String, String)>)> {
+    fn find(
+        r: &Router,
+        host: &str,
+        method: &str,
+        path: &str,
+    ) -> Option<(String, Vec<(String, String)>)> {
         let segs = crate::policy::path::canonical_segments(path).unwrap();
         r.find(host, &method.parse().unwrap(), &segs).map(|m| {
             (
                 m.route.name.clone(),
-                m.params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                m.params
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
             )
         })
     }
@@ -259,31 +288,61 @@ mod tests {
             ("any-order", "/orders/{id}", None, None),
             ("mine", "/orders/mine", None, None),
             ("static", "/static/**", None, None),
-            ("reports", "/tenants/{tenant}/reports/**", Some(&["GET"]), None),
+            (
+                "reports",
+                "/tenants/{tenant}/reports/**",
+                Some(&["GET"]),
+                None,
+            ),
             ("root", "/", None, None),
             ("admin-host", "/orders/{id}", None, Some("admin.example")),
         ]);
         let p = |k: &str, v: &str| (k.to_string(), v.to_string());
-        assert_eq!(find(&r, "x", "GET", "/orders/7"), Some(("any-order".into(), vec![p("id", "7")])));
-        assert_eq!(find(&r, "admin.example", "GET", "/orders/7"), Some(("admin-host".into(), vec![p("id", "7")])));
-        assert_eq!(find(&r, "x", "GET", "/orders/mine"), Some(("mine".into(), vec![])));
-        assert_eq!(find(&r, "x", "GET", "/static/a/b.css").map(|m| m.0), Some("static".into()));
-        assert_eq!(find(&r, "x", "GET", "/static").map(|m| m.0), Some("static".into()));
+        assert_eq!(
+            find(&r, "x", "GET", "/orders/7"),
+            Some(("any-order".into(), vec![p("id", "7")]))
+        );
+        assert_eq!(
+            find(&r, "admin.example", "GET", "/orders/7"),
+            Some(("admin-host".into(), vec![p("id", "7")]))
+        );
+        assert_eq!(
+            find(&r, "x", "GET", "/orders/mine"),
+            Some(("mine".into(), vec![]))
+        );
+        assert_eq!(
+            find(&r, "x", "GET", "/static/a/b.css").map(|m| m.0),
+            Some("static".into())
+        );
+        assert_eq!(
+            find(&r, "x", "GET", "/static").map(|m| m.0),
+            Some("static".into())
+        );
         assert_eq!(
             find(&r, "x", "GET", "/tenants/acme/reports/2024/q1"),
             Some(("reports".into(), vec![p("tenant", "acme")]))
         );
         assert_eq!(find(&r, "x", "POST", "/tenants/acme/reports/x"), None);
         assert_eq!(find(&r, "x", "GET", "/").map(|m| m.0), Some("root".into()));
-        assert_eq!(find(&r, "x", "GET", "/orders/"), None, "a param never captures an empty segment");
+        assert_eq!(
+            find(&r, "x", "GET", "/orders/"),
+            None,
+            "a param never captures an empty segment"
+        );
         assert_eq!(find(&r, "x", "GET", "/orders/7/items"), None);
         assert_eq!(find(&r, "x", "GET", "/nothing"), None);
     }
 
     #[test]
     fn backtracks_from_literal_to_param() {
-        let r = router(&[("lit", "/a/b/c", None, None), ("par", "/a/{x}/d", None, None)]);
-        assert_eq!(find(&r, "h", "GET", "/a/b/d").map(|m| m.0), Some("par".into()));
+        let r = router(&[
+            ("lit", "/a/b/c", None, None),
+            ("par", "/a/{x}/d", None, None),
+        ]);
+        assert_eq!(
+            find(&r, "h", "GET", "/a/b/d").map(|m| m.0),
+            Some("par".into())
+        );
     }
 
     #[test]
@@ -299,7 +358,9 @@ mod tests {
 
     #[test]
     fn bad_templates() {
-        for bad in ["orders", "/a/**/b", "/{}", "/{a}/{a}", "/a{b}", "/a//b", "/a/../b", "/a/*"] {
+        for bad in [
+            "orders", "/a/**/b", "/{}", "/{a}/{a}", "/a{b}", "/a//b", "/a/../b", "/a/*",
+        ] {
             assert!(parse_template(bad).is_err(), "{bad}");
         }
     }

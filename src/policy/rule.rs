@@ -12,7 +12,10 @@ pub enum Rule {
     All(Vec<Rule>),
     Any(Vec<Rule>),
     Not(Box<Rule>),
-    Claim { path: ClaimPath, op: Op },
+    Claim {
+        path: ClaimPath,
+        op: Op,
+    },
     /// The token holds this OAuth scope: `scope` as a space-separated string
     /// (RFC 8693 §4.2, RFC 9068 §2.2.3) or `scp` / `scope` as an array.
     Scope(String),
@@ -53,7 +56,9 @@ impl Op {
             (_, Found::Nothing) => false,
             (Op::Equals(v), Found::One(x)) => json_eq(x, v),
             (Op::In(vs), Found::One(x)) => vs.iter().any(|v| json_eq(x, v)),
-            (Op::Contains(v), Found::One(Value::Array(items))) => items.iter().any(|x| json_eq(x, v)),
+            (Op::Contains(v), Found::One(Value::Array(items))) => {
+                items.iter().any(|x| json_eq(x, v))
+            }
             (Op::Contains(v), Found::Many(nodes)) => nodes.iter().any(|n| match n {
                 Value::Array(items) => items.iter().any(|x| json_eq(x, v)),
                 other => json_eq(other, v),
@@ -113,8 +118,17 @@ mod tests {
             (claim("$.user_role", Op::Equals(json!("user"))), false),
             (claim("$.level", Op::Equals(json!(3.0))), true),
             (claim("$.level", Op::Equals(json!("3"))), false),
-            (claim("$.subscription_level", Op::In(vec![json!("gold"), json!("platinum")])), true),
-            (claim("$.subscription_level", Op::In(vec![json!("free")])), false),
+            (
+                claim(
+                    "$.subscription_level",
+                    Op::In(vec![json!("gold"), json!("platinum")]),
+                ),
+                true,
+            ),
+            (
+                claim("$.subscription_level", Op::In(vec![json!("free")])),
+                false,
+            ),
             (claim("$.roles", Op::Contains(json!("b"))), true),
             (claim("$.roles", Op::Contains(json!("c"))), false),
             // Wrong JSON types never panic, simply do not match.
@@ -125,8 +139,14 @@ mod tests {
             (claim("$.meta.region", Op::Exists(true)), true),
             (claim("$.flag", Op::Exists(true)), false),
             (claim("$.flag", Op::Exists(false)), true),
-            (claim("$.tenants.*.roles", Op::Contains(json!("viewer"))), true),
-            (claim("$.tenants.*.roles", Op::Equals(json!(["admin"]))), false),
+            (
+                claim("$.tenants.*.roles", Op::Contains(json!("viewer"))),
+                true,
+            ),
+            (
+                claim("$.tenants.*.roles", Op::Equals(json!(["admin"]))),
+                false,
+            ),
             (Rule::Scope("order".into()), true),
             (Rule::Scope("ord".into()), false),
             (Rule::Scope("inventory".into()), true),

@@ -44,11 +44,21 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
         Err(rejection) => {
             let (decision, reason) = (rejection.decision(), rejection.reason());
             if let Rejection::Token(e) = &rejection {
-                let issuer = if issuer_name.is_empty() { "unknown" } else { issuer_name };
-                app.metrics.auth_failures.with_label_values(&[issuer, e.reason()]).inc();
+                let issuer = if issuer_name.is_empty() {
+                    "unknown"
+                } else {
+                    issuer_name
+                };
+                app.metrics
+                    .auth_failures
+                    .with_label_values(&[issuer, e.reason()])
+                    .inc();
             }
             if let Rejection::Denied = rejection {
-                app.metrics.policy_denials.with_label_values(&[route_name]).inc();
+                app.metrics
+                    .policy_denials
+                    .with_label_values(&[route_name])
+                    .inc();
             }
             let upstream_fault = match rejection {
                 Rejection::UpstreamTimeout => Some("timeout"),
@@ -56,14 +66,23 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
                 _ => None,
             };
             if let Some(kind) = upstream_fault {
-                app.metrics.upstream_errors.with_label_values(&[route_name, kind]).inc();
+                app.metrics
+                    .upstream_errors
+                    .with_label_values(&[route_name, kind])
+                    .inc();
             }
             (rejection.into_response(), decision, reason)
         }
     };
     let elapsed = started.elapsed();
-    app.metrics.requests.with_label_values(&[route_name, decision]).inc();
-    app.metrics.request_duration.with_label_values(&[route_name]).observe(elapsed.as_secs_f64());
+    app.metrics
+        .requests
+        .with_label_values(&[route_name, decision])
+        .inc();
+    app.metrics
+        .request_duration
+        .with_label_values(&[route_name])
+        .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "claimgate::access",
         route = route_name,
@@ -179,7 +198,11 @@ fn request_host(req: &Request<Incoming>) -> String {
             req.headers()
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(|h| h.parse::<http::uri::Authority>().map(|a| a.host().to_string()).unwrap_or_default())
+                .map(|h| {
+                    h.parse::<http::uri::Authority>()
+                        .map(|a| a.host().to_string())
+                        .unwrap_or_default()
+                })
         })
         .unwrap_or_default();
     raw.trim_end_matches('.').to_ascii_lowercase()

@@ -51,7 +51,9 @@ impl Rejection {
     /// The `decision` label of `claimgate_requests_total`.
     pub fn decision(&self) -> &'static str {
         match self {
-            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => "bad_request",
+            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => {
+                "bad_request"
+            }
             Rejection::NoRoute => "no_route",
             Rejection::Token(TokenError::KeysUnavailable) => "unavailable",
             Rejection::Token(_) => "unauthenticated",
@@ -62,7 +64,9 @@ impl Rejection {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => StatusCode::BAD_REQUEST,
+            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::Token(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
@@ -80,7 +84,9 @@ impl Rejection {
             Rejection::Token(TokenError::Missing) => Some(r#"Bearer realm="claimgate""#),
             Rejection::Token(TokenError::KeysUnavailable) => None,
             Rejection::Token(_) => Some(r#"Bearer realm="claimgate", error="invalid_token""#),
-            Rejection::BadCredentials(_) => Some(r#"Bearer realm="claimgate", error="invalid_request""#),
+            Rejection::BadCredentials(_) => {
+                Some(r#"Bearer realm="claimgate", error="invalid_request""#)
+            }
             Rejection::Denied => Some(r#"Bearer realm="claimgate", error="insufficient_scope""#),
             _ => None,
         }
@@ -99,8 +105,16 @@ impl Rejection {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let body = format!(r#"{{"error":"{}","reason":"{}"}}"#, self.error(), self.reason());
-        let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+        let body = format!(
+            r#"{{"error":"{}","reason":"{}"}}"#,
+            self.error(),
+            self.reason()
+        );
+        let mut resp = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -118,11 +132,27 @@ mod tests {
     #[test]
     fn statuses_and_challenges() {
         let cases: Vec<(Rejection, u16, Option<&str>)> = vec![
-            (Rejection::Token(TokenError::Missing), 401, Some(r#"Bearer realm="claimgate""#)),
-            (Rejection::Token(TokenError::Expired), 401, Some(r#"Bearer realm="claimgate", error="invalid_token""#)),
+            (
+                Rejection::Token(TokenError::Missing),
+                401,
+                Some(r#"Bearer realm="claimgate""#),
+            ),
+            (
+                Rejection::Token(TokenError::Expired),
+                401,
+                Some(r#"Bearer realm="claimgate", error="invalid_token""#),
+            ),
             (Rejection::Token(TokenError::KeysUnavailable), 503, None),
-            (Rejection::Denied, 403, Some(r#"Bearer realm="claimgate", error="insufficient_scope""#)),
-            (Rejection::BadCredentials(ExtractError::MultipleTokens), 400, Some(r#"Bearer realm="claimgate", error="invalid_request""#)),
+            (
+                Rejection::Denied,
+                403,
+                Some(r#"Bearer realm="claimgate", error="insufficient_scope""#),
+            ),
+            (
+                Rejection::BadCredentials(ExtractError::MultipleTokens),
+                400,
+                Some(r#"Bearer realm="claimgate", error="invalid_request""#),
+            ),
             (Rejection::BadPath(PathError::Ambiguous), 400, None),
             (Rejection::NoRoute, 404, None),
             (Rejection::UpstreamUnavailable, 502, None),
@@ -131,7 +161,12 @@ mod tests {
         for (r, status, challenge) in cases {
             let resp = r.into_response();
             assert_eq!(resp.status().as_u16(), status);
-            assert_eq!(resp.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().unwrap()), challenge);
+            assert_eq!(
+                resp.headers()
+                    .get(WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap()),
+                challenge
+            );
         }
     }
 }

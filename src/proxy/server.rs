@@ -95,7 +95,10 @@ pub async fn serve(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer { addr, tls: tls.is_some() };
+        let peer = Peer {
+            addr,
+            tls: tls.is_some(),
+        };
         let app = app.clone();
         let svc = service_fn(move |req| {
             let app = app.clone();
@@ -103,7 +106,11 @@ pub async fn serve(
         });
         match &tls {
             None => {
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned(),
+                );
                 tokio::spawn(async move {
                     let _ = conn.await;
                     drop(permit);
@@ -115,7 +122,9 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    let Ok(Ok(tls_stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else {
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    else {
                         return;
                     };
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);

@@ -65,21 +65,33 @@ mod tests {
 
     #[test]
     fn reads_bearer_in_any_case() {
-        for v in ["Bearer a.b.c", "bearer a.b.c", "BEARER a.b.c", "Bearer  a.b.c"] {
+        for v in [
+            "Bearer a.b.c",
+            "bearer a.b.c",
+            "BEARER a.b.c",
+            "Bearer  a.b.c",
+        ] {
             assert_eq!(bearer(&headers(&[v])), Ok(Some("a.b.c")), "{v}");
         }
     }
 
     #[test]
     fn table() {
-        let cases: &[(&[&str], Result<Option<&str>, ExtractError>)] = &[
+        type Case<'a> = (&'a [&'a str], Result<Option<&'a str>, ExtractError>);
+        let cases: &[Case] = &[
             (&[], Ok(None)),
             (&["Basic dXNlcjpwdw=="], Ok(None)),
             (&["Bearer"], Err(ExtractError::MalformedAuthorization)),
             (&["Bearer "], Err(ExtractError::MalformedAuthorization)),
             (&["Bearer a b"], Err(ExtractError::MalformedAuthorization)),
-            (&["Bearer a.b.c", "Bearer d.e.f"], Err(ExtractError::MultipleTokens)),
-            (&["Bearer a.b.c", "Basic x"], Err(ExtractError::MultipleTokens)),
+            (
+                &["Bearer a.b.c", "Bearer d.e.f"],
+                Err(ExtractError::MultipleTokens),
+            ),
+            (
+                &["Bearer a.b.c", "Basic x"],
+                Err(ExtractError::MultipleTokens),
+            ),
         ];
         for (values, want) in cases {
             assert_eq!(&bearer(&headers(values)), want, "{values:?}");

@@ -94,7 +94,11 @@ mod tests {
             br#"{"x":{"role":"user","role":"admin"}}"#,
             br#"[{"k":1,"k":1}]"#,
         ] {
-            assert!(parse_strict(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_strict(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -94,9 +94,7 @@ pub fn verify(
     }
     let mut parts = token.splitn(3, '.');
     let (h64, p64, s64) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(p), Some(s)) if !h.is_empty() && !p.is_empty() && !s.is_empty() => {
-            (h, p, s)
-        }
+        (Some(h), Some(p), Some(s)) if !h.is_empty() && !p.is_empty() && !s.is_empty() => (h, p, s),
         _ => return Err(refuse(TokenError::Malformed("empty part"))),
     };
 
@@ -114,7 +112,11 @@ pub fn verify(
         .parse()
         .ok()
         .filter(|a| crate::jwks::keys::ASYMMETRIC.contains(a))
-        .ok_or_else(|| refuse(TokenError::AlgorithmNotAllowed(alg.chars().take(16).collect())))?;
+        .ok_or_else(|| {
+            refuse(TokenError::AlgorithmNotAllowed(
+                alg.chars().take(16).collect(),
+            ))
+        })?;
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.as_str()),

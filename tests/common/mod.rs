@@ -87,6 +87,7 @@ pub struct Builder {
     wait_keys: bool,
     idp_status: Option<StatusCode>,
     keys: Vec<SigningKey>,
+    tls: Option<claimgate::config::TlsFiles>,
 }
 
 /// A started stack with the default policy, keys loaded.
@@ -102,6 +103,7 @@ impl Builder {
             wait_keys: true,
             idp_status: None,
             keys: Vec::new(),
+            tls: None,
         }
     }
 
@@ -128,6 +130,12 @@ impl Builder {
         self
     }
 
+    /// Serve HTTPS with this certificate and key.
+    pub fn tls(mut self, files: claimgate::config::TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+
     pub async fn start(self) -> Stack {
         let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
         let upstream = EchoServer::start(loopback).await.unwrap();
@@ -145,13 +153,18 @@ impl Builder {
         ]
         .into();
         let sources = PolicySource::read_dir(dir.path()).unwrap();
-        let app = App::new(self.limits.clone(), Some(dir.path().to_path_buf()), &sources, Box::new(vars.clone()))
-            .unwrap_or_else(|e| panic!("policy does not compile:\n{e}"));
+        let app = App::new(
+            self.limits.clone(),
+            Some(dir.path().to_path_buf()),
+            &sources,
+            Box::new(vars.clone()),
+        )
+        .unwrap_or_else(|e| panic!("policy does not compile:\n{e}"));
         let config = ProcessConfig {
             listen: loopback,
             admin_listen: loopback,
             policies: PathBuf::from(dir.path()),
-            tls: None,
+            tls: self.tls,
             limits: self.limits,
             log_format: LogFormat::Text,
         };
@@ -186,18 +199,24 @@ impl Resp {
     }
 
     pub fn www_authenticate(&self) -> Option<&str> {
-        self.headers.get("www-authenticate").and_then(|v| v.to_str().ok())
+        self.headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
     }
 
     pub fn reason(&self) -> String {
-        self.json()["reason"].as_str().unwrap_or_default().to_string()
+        self.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
 /// Standard valid claims plus `extra` (which may override them).
 pub fn claims(extra: Value) -> Value {
     let now = claimgate::jwks::unix_now();
-    let mut c = json!({"iss": ISS, "aud": AUD, "sub": "user-1", "iat": now, "nbf": now, "exp": now + 600});
+    let mut c =
+        json!({"iss": ISS, "aud": AUD, "sub": "user-1", "iat": now, "nbf": now, "exp": now + 600});
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         c[k] = v;
     }
@@ -260,10 +279,18 @@ pub async fn send(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client.request(req.body(Empty::new()).unwrap()).await.expect("request");
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("request");
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     Resp {
         status,
         headers,

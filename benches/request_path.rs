@@ -1,0 +1,156 @@
+//! The request path's stages, each next to its baseline:
+//! - verify: claimgate's whole verification vs the bare signature check
+//!   (jsonwebtoken's crypto::verify) of the same token;
+//! - decide: the demo's `orders-read` rule over realistic claims;
+//! - route: lookup among 10 vs 1,000 routes;
+//! - inject: rendering five headers.
+//!
+//! `cargo bench --bench request_path`
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use claimgate::config::{compile, PolicySource};
+use claimgate::demo::keys::{jwks, SigningKey};
+use claimgate::jwks::{Fetcher, JwksStore, KeySource};
+use claimgate::metrics::Metrics;
+use claimgate::snapshot::Snapshot;
+use criterion::{criterion_group, criterion_main, Criterion};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use std::hint::black_box;
+
+const ISS: &str = "https://idp.claimgate.demo";
+
+fn snapshot(policy: &str, keys: &[&SigningKey], dir: &tempfile::TempDir) -> Snapshot {
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(keys.iter().copied()).to_string()).unwrap();
+    let store = Arc::new(JwksStore::new(
+        "demo".into(),
+        KeySource::File(jwks_path.clone()),
+        claimgate::jwks::keys::ASYMMETRIC.to_vec(),
+        Duration::from_secs(3600),
+        Fetcher::default(),
+        Arc::new(Metrics::new()),
+    ));
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.refresh())
+        .unwrap();
+    let vars: HashMap<String, String> = [
+        (
+            "DEMO_UPSTREAM".to_string(),
+            "http://127.0.0.1:1".to_string(),
+        ),
+        (
+            "DEMO_JWKS_URI".to_string(),
+            "http://127.0.0.1:1/jwks.json".to_string(),
+        ),
+    ]
+    .into();
+    let mut stores = |_: &str, _: &KeySource, _: &[Algorithm], _: Duration| store.clone();
+    let sources = [PolicySource {
+        path: PathBuf::from("bench.yaml"),
+        text: policy.to_string(),
+    }];
+    compile(&sources, &vars, &mut stores, 8192, 1).unwrap()
+}
+
+fn claims() -> serde_json::Value {
+    let now = claimgate::jwks::unix_now();
+    json!({
+        "iss": ISS, "aud": "orders-api", "sub": "bob", "iat": now, "nbf": now, "exp": now + 3600,
+        "scope": "order profile", "subscription_level": "gold", "given_name": "Bob",
+        "family_name": "Gold", "metadata": {"region": "eu-west"},
+        "tenants": {"acme": {"roles": ["analyst"]}, "globex": {"roles": ["admin", "viewer"]}}
+    })
+}
+
+fn verify(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let es = SigningKey::generate(Algorithm::ES256, "es");
+    let rs = SigningKey::generate(Algorithm::RS256, "rs");
+    let snap = snapshot(claimgate::demo::POLICY, &[&es, &rs], &dir);
+    let issuer = snap.issuers.by_name("demo").unwrap().clone();
+    let keys = issuer.keys.current().unwrap();
+    let now = claimgate::jwks::unix_now();
+    for key in [&es, &rs] {
+        let token = key.sign(&claims());
+        let name = format!("{:?}", key.alg);
+        let (message, sig) = token.rsplit_once('.').unwrap();
+        let decoding = &keys.select(Some(&key.kid), key.alg).next().unwrap().key;
+        let mut g = c.benchmark_group(format!("verify/{name}"));
+        g.bench_function("bare_signature", |b| {
+            b.iter(|| {
+                jsonwebtoken::crypto::verify(black_box(sig), message.as_bytes(), decoding, key.alg)
+                    .unwrap()
+            })
+        });
+        g.bench_function("claimgate_full", |b| {
+            b.iter(|| {
+                claimgate::token::verify(black_box(&token), &snap.issuers, None, 8192, now).unwrap()
+            })
+        });
+        g.finish();
+    }
+}
+
+fn decide_and_inject(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let es = SigningKey::generate(Algorithm::ES256, "es");
+    let snap = snapshot(claimgate::demo::POLICY, &[&es], &dir);
+    let segments = vec!["orders".to_string(), "7".to_string()];
+    let m = snap
+        .router
+        .find("api", &http::Method::GET, &segments)
+        .unwrap();
+    let route = m.route.clone();
+    let claims = claims();
+    let rule = route.allow.as_ref().unwrap();
+    assert!(rule.eval(&claims));
+    c.bench_function("decide/orders_read_rule", |b| {
+        b.iter(|| rule.eval(black_box(&claims)))
+    });
+    assert_eq!(route.forward.len(), 5);
+    c.bench_function("inject/render_5_headers", |b| {
+        b.iter(|| {
+            for t in &route.forward {
+                black_box(t.render(black_box(&claims)).unwrap());
+            }
+        })
+    });
+}
+
+fn routes(n: usize) -> String {
+    let mut p = String::from(
+        "issuers:\n  demo:\n    issuer: https://idp.claimgate.demo\n    audience: [a]\n    jwks_uri: ${DEMO_JWKS_URI}\n    allow_http: true\nupstreams:\n  u: ${DEMO_UPSTREAM}\nroutes:\n",
+    );
+    for i in 0..n {
+        p.push_str(&format!(
+            "  - name: r{i}\n    match: {{ path: \"/svc{i}/items/{{id}}/parts/**\" }}\n    upstream: u\n"
+        ));
+    }
+    p
+}
+
+fn route(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let es = SigningKey::generate(Algorithm::ES256, "es");
+    let mut g = c.benchmark_group("route");
+    for n in [10usize, 1000] {
+        let snap = snapshot(&routes(n), &[&es], &dir);
+        let path = format!("/svc{}/items/42/parts/a/b", n / 2);
+        g.bench_function(format!("find_among_{n}"), |b| {
+            b.iter(|| {
+                let segs = claimgate::policy::canonical_segments(black_box(&path)).unwrap();
+                black_box(snap.router.find("api", &http::Method::GET, &segs).is_some())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, verify, decide_and_inject, route);
+criterion_main!(benches);
