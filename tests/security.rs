@@ -221,3 +221,27 @@ async fn every_supported_algorithm_verifies_and_a_key_only_signs_its_own_alg() {
     assert_eq!(r.reason(), "unknown_key");
     assert_eq!(s.upstream.count(), algs.len());
 }
+
+#[tokio::test]
+async fn rule_16_absolute_form_host_wins_over_a_contradicting_host_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let policy = common::POLICY.replace(
+        "match: { path: /healthz }",
+        "match: { path: /healthz, host: api.example.test }",
+    );
+    let s = Builder::new().policy(&policy).start().await;
+    // Routed on the URI's authority, so the upstream must see that host, not
+    // the Host header the client also sent.
+    let mut conn = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    conn.write_all(
+        b"GET http://api.example.test/healthz HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = s.upstream.last().unwrap();
+    let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
+    assert_eq!(hosts, vec!["api.example.test"]);
+}

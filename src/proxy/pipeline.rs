@@ -23,7 +23,7 @@ use crate::forward;
 use crate::jwks::unix_now;
 use crate::policy::{canonical_segments, Route};
 use crate::snapshot::Snapshot;
-use crate::token::{self, TokenError};
+use crate::token::{self, Issuer, TokenError};
 
 /// What the connection tells about the client.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +37,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     let started = Instant::now();
     let snapshot = app.snapshot();
     let mut route_name = "none";
-    let mut issuer_name = "";
-    let outcome = proxy(app, &snapshot, req, peer, &mut route_name, &mut issuer_name).await;
+    let mut issuer: Option<Arc<Issuer>> = None;
+    let outcome = proxy(app, &snapshot, req, peer, &mut route_name, &mut issuer).await;
+    let issuer_name = issuer.as_ref().map_or("", |i| i.name.as_str());
     let (resp, decision, reason) = match outcome {
         Ok((resp, decision)) => (resp, decision, ""),
         Err(rejection) => {
@@ -101,7 +102,7 @@ async fn proxy<'s>(
     mut req: Request<Incoming>,
     peer: Peer,
     route_name: &mut &'s str,
-    issuer_name: &mut &'s str,
+    issuer: &mut Option<Arc<Issuer>>,
 ) -> Result<(Response<Body>, &'static str), Rejection> {
     // route: decide on the canonical path; ambiguous paths never get here.
     let segments = canonical_segments(req.uri().path()).map_err(Rejection::BadPath)?;
@@ -131,17 +132,10 @@ async fn proxy<'s>(
             unix_now(),
         )
         .map_err(|refused| {
-            if let Some(i) = refused.issuer {
-                // The issuer lives in the snapshot; find its &'s name.
-                if let Some(own) = snapshot.issuers.by_name(&i.name) {
-                    *issuer_name = own.name.as_str();
-                }
-            }
+            *issuer = refused.issuer;
             Rejection::Token(refused.error)
         })?;
-        if let Some(own) = snapshot.issuers.by_name(&verified.issuer.name) {
-            *issuer_name = own.name.as_str();
-        }
+        *issuer = Some(verified.issuer.clone());
         let claims = verified.claims.root();
         if let Some(rule) = &route.allow {
             if !rule.eval(claims) {
@@ -166,6 +160,7 @@ async fn proxy<'s>(
         }
         "allowed"
     };
+    pin_host(&mut req);
     set_forwarded(&mut req, &host, peer);
 
     // upstream: same method, raw path and query, streamed body.
@@ -206,6 +201,22 @@ fn request_host(req: &Request<Incoming>) -> String {
         })
         .unwrap_or_default();
     raw.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Rule 16: the upstream must see the host claimgate routed on. When the
+/// request carries an authority (HTTP/2 `:authority`, HTTP/1 absolute-form),
+/// routing used it, so it replaces any `Host` header (RFC 9112 §3.2.2).
+fn pin_host(req: &mut Request<Incoming>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    let value = match authority.port() {
+        Some(port) => format!("{}:{}", authority.host(), port),
+        None => authority.host().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        req.headers_mut().insert(HOST, v);
+    }
 }
 
 /// Rule 15: the client's forwarding headers were removed by hygiene; these

@@ -24,6 +24,15 @@ pub struct Issuer {
     pub keys: Arc<JwksStore>,
 }
 
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("name", &self.name)
+            .field("iss", &self.iss)
+            .finish()
+    }
+}
+
 /// The issuers of a snapshot, found by `iss`.
 #[derive(Default)]
 pub struct Issuers {

@@ -53,12 +53,6 @@ pub struct Refused {
     pub error: TokenError,
 }
 
-impl std::fmt::Debug for Issuer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer").field("name", &self.name).finish()
-    }
-}
-
 fn refuse(error: TokenError) -> Refused {
     Refused {
         issuer: None,
