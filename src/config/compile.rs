@@ -16,7 +16,7 @@ use super::yaml::{self, Vars};
 use crate::forward::{HeaderTemplate, OwnedHeaders};
 use crate::jwks::keys::ASYMMETRIC;
 use crate::jwks::{JwksStore, KeySource};
-use crate::policy::route::parse_template;
+use crate::policy::route::{param_names, parse_template};
 use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment};
 use crate::snapshot::{Snapshot, Upstream};
 use crate::token::{Issuer, Issuers};
@@ -438,13 +438,7 @@ impl Compiler {
             return None;
         }
         let segments = segments?;
-        let params = segments
-            .iter()
-            .filter_map(|s| match s {
-                Segment::Param(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
+        let params = param_names(&segments);
         let route = Route {
             name,
             template: doc.matcher.path,
@@ -464,25 +458,20 @@ impl Compiler {
     fn rule(&mut self, file: &Path, doc: &Spanned<RuleDoc>) -> Option<Rule> {
         let at = origin(file, doc);
         let d = &doc.value;
-        let ops = [
+        let count = |set: &[bool]| set.iter().filter(|b| **b).count();
+        let ops = count(&[
             d.equals.is_some(),
             d.one_of.is_some(),
             d.contains.is_some(),
             d.exists.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        let forms = [
+        ]);
+        let forms = count(&[
             d.all.is_some(),
             d.any.is_some(),
             d.not.is_some(),
             d.claim.is_some(),
             d.scope.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
+        ]);
         if forms != 1 {
             self.errs.push(at, "a rule is exactly one of `all`, `any`, `not`, `claim` (with one operator) or `scope`");
             return None;

@@ -89,6 +89,17 @@ pub fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
+/// The names of a template's `{param}` segments, in order.
+pub fn param_names(segments: &[Segment]) -> Vec<String> {
+    segments
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Param(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[derive(Default, Debug)]
 struct Node {
     literal: HashMap<String, Node>,
@@ -229,13 +240,7 @@ mod tests {
         host: Option<&str>,
     ) -> (Vec<Segment>, Arc<Route>) {
         let segs = parse_template(template).unwrap();
-        let params = segs
-            .iter()
-            .filter_map(|s| match s {
-                Segment::Param(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
+        let params = param_names(&segs);
         let r = Route {
             name: name.into(),
             template: template.into(),

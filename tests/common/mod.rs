@@ -223,6 +223,15 @@ pub fn claims(extra: Value) -> Value {
     c
 }
 
+/// Standard valid claims without `name`.
+pub fn without(name: &str) -> Value {
+    let mut c = claims(json!({}));
+    if let Some(map) = c.as_object_mut() {
+        map.remove(name);
+    }
+    c
+}
+
 impl Stack {
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("running")
