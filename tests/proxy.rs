@@ -423,3 +423,65 @@ async fn reload_swaps_policy_or_keeps_the_old_one() {
     );
     assert!(m.contains("claimgate_config_generation 2"), "{m}");
 }
+
+#[tokio::test]
+async fn h2c_and_request_bodies_pass_through() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let s = stack().await;
+    let token = s.token(json!({}));
+    let body = Bytes::from(vec![b'x'; 3 * 1024 * 1024]);
+    for http2 in [true, false] {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(http2)
+                .build_http::<Full<Bytes>>();
+        let req = http::Request::post(format!("http://{}/me", s.addr()))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(body.clone()))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "http2={http2}");
+        let want = if http2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(resp.version(), want);
+        let echo: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(echo["method"], "POST");
+        assert_eq!(echo["body_bytes"], body.len());
+        assert_eq!(s.upstream.last().unwrap().body, body);
+    }
+}
+
+#[tokio::test]
+async fn keys_from_a_jwks_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key =
+        claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::EdDSA, "file-key");
+    let path = dir.path().join("keys.json");
+    std::fs::write(&path, claimgate::demo::keys::jwks([&key]).to_string()).unwrap();
+    let policy = common::POLICY
+        .replace(
+            "jwks_uri: ${JWKS_URI}",
+            &format!("jwks_file: {}", path.display()),
+        )
+        .replace("    allow_http: true\n", "");
+    let s = Builder::new().policy(&policy).start().await;
+    let r = s
+        .get_with_token(
+            "/orders/7",
+            &key.sign(&common::claims(json!({"user_role": "admin"}))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The default key is not in the file.
+    let r = s
+        .get_with_token("/orders/7", &s.token(json!({"user_role": "admin"})))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.reason(), "unknown_key");
+    assert_eq!(s.upstream.count(), 1);
+}
