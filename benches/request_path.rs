@@ -31,7 +31,10 @@ fn snapshot(policy: &str, keys: &[&SigningKey], dir: &tempfile::TempDir) -> Snap
         "demo".into(),
         KeySource::File(jwks_path.clone()),
         claimgate::jwks::keys::ASYMMETRIC.to_vec(),
-        Duration::from_secs(3600),
+        claimgate::jwks::Refresh {
+            interval: Duration::from_secs(3600),
+            unknown_kid_cooldown: Duration::from_secs(30),
+        },
         Fetcher::default(),
         Arc::new(Metrics::new()),
     ));
@@ -50,7 +53,8 @@ fn snapshot(policy: &str, keys: &[&SigningKey], dir: &tempfile::TempDir) -> Snap
         ),
     ]
     .into();
-    let mut stores = |_: &str, _: &KeySource, _: &[Algorithm], _: Duration| store.clone();
+    let mut stores =
+        |_: &str, _: &KeySource, _: &[Algorithm], _: claimgate::jwks::Refresh| store.clone();
     let sources = [PolicySource {
         path: PathBuf::from("bench.yaml"),
         text: policy.to_string(),

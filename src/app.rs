@@ -15,14 +15,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors, Limits, Origin, PolicySource, ProcessConfig, Vars};
-use crate::jwks::{Fetcher, JwksStore, KeySource};
+use crate::jwks::{Fetcher, JwksStore, KeySource, Refresh};
 use crate::metrics::Metrics;
 use crate::proxy::{server, UpstreamClient};
 use crate::snapshot::Snapshot;
 
 /// The key-store registry key: a store is reused by a new snapshot only when
-/// its issuer name, key source and algorithms are unchanged.
-type StoreKey = (String, KeySource, Vec<String>);
+/// its issuer name, key source, algorithms and refresh timing are unchanged.
+type StoreKey = (String, KeySource, Vec<String>, Refresh);
 
 struct StoreEntry {
     store: Arc<JwksStore>,
@@ -197,11 +197,12 @@ fn compile_with(
     generation: u64,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut stores = stores.lock().unwrap_or_else(|p| p.into_inner());
-    let mut get = |issuer: &str, source: &KeySource, algs: &[Algorithm], refresh: Duration| {
+    let mut get = |issuer: &str, source: &KeySource, algs: &[Algorithm], refresh: Refresh| {
         let key = (
             issuer.to_string(),
             source.clone(),
             algs.iter().map(|a| format!("{a:?}")).collect(),
+            refresh,
         );
         stores
             .entry(key)

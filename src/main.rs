@@ -84,7 +84,7 @@ fn validate(path: PathBuf) -> ExitCode {
         let mut stores = |issuer: &str,
                           source: &claimgate::jwks::KeySource,
                           algs: &[jsonwebtoken::Algorithm],
-                          refresh: Duration| {
+                          refresh: claimgate::jwks::Refresh| {
             std::sync::Arc::new(claimgate::jwks::JwksStore::new(
                 issuer.to_string(),
                 source.clone(),

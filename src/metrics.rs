@@ -31,6 +31,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// JWKS loads by issuer and result (`success`, `failure`).
     pub jwks_fetches: IntCounterVec,
+    /// Unknown-kid refreshes not made because of the cooldown, by issuer.
+    pub jwks_refreshes_suppressed: IntCounterVec,
     /// Usable keys per issuer.
     pub jwks_keys: IntGaugeVec,
     /// Unix time of the last successful key load per issuer.
@@ -75,6 +77,11 @@ impl Metrics {
             "claimgate_jwks_fetches_total",
             "JWKS loads, by issuer and result.",
             &["issuer", "result"],
+        );
+        let jwks_refreshes_suppressed = counter(
+            "claimgate_jwks_refreshes_suppressed_total",
+            "Unknown-kid JWKS refreshes skipped because of the cooldown, by issuer.",
+            &["issuer"],
         );
         let config_reloads = counter(
             "claimgate_config_reloads_total",
@@ -126,6 +133,7 @@ impl Metrics {
             request_duration,
             upstream_errors,
             jwks_fetches,
+            jwks_refreshes_suppressed,
             jwks_keys,
             jwks_last_success,
             config_reloads,

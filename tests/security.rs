@@ -245,3 +245,99 @@ async fn rule_16_absolute_form_host_wins_over_a_contradicting_host_header() {
     let hosts: Vec<_> = seen.headers.get_all("host").iter().collect();
     assert_eq!(hosts, vec!["api.example.test"]);
 }
+
+/// The default policy with a long background refresh, so that only the
+/// unknown-kid path can fetch, and the given cooldown.
+fn rotation_policy(cooldown: &str) -> String {
+    common::POLICY.replace(
+        "    refresh_interval: 1s\n",
+        &format!("    refresh_interval: 1h\n    unknown_kid_cooldown: {cooldown}\n"),
+    )
+}
+
+#[tokio::test]
+async fn rule_11_a_rotated_key_is_fetched_on_its_first_token() {
+    let s = Builder::new()
+        .policy(&rotation_policy("200ms"))
+        .start()
+        .await;
+    assert_eq!(s.idp.fetches(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The IdP publishes a new key; a token signed with it arrives.
+    let new = SigningKey::generate(Algorithm::RS256, "k2");
+    s.idp.set(&claimgate::demo::keys::jwks([&s.key, &new]));
+    let token = new.sign(&claims(json!({"user_role": "admin"})));
+    let r = s.get_with_token("/orders/7", &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(s.idp.fetches(), 2, "exactly one fetch for the new kid");
+    // The old key still verifies.
+    assert_eq!(
+        s.get_with_token("/orders/7", &s.token(json!({"user_role": "admin"})))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(s.idp.fetches(), 2);
+}
+
+#[tokio::test]
+async fn rule_11_a_flood_of_unknown_kids_is_at_most_one_fetch_per_cooldown() {
+    let s = Builder::new().policy(&rotation_policy("30s")).start().await;
+    let before = s.idp.fetches();
+    let payload = claims(json!({"user_role": "admin"})).to_string();
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| {
+            s.key.sign_raw(
+                &json!({"alg": "ES256", "kid": format!("forged-{i}")}).to_string(),
+                &payload,
+            )
+        })
+        .collect();
+    let addr = s.addr();
+    let mut tasks = Vec::new();
+    for chunk in tokens.chunks(20) {
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            let mut statuses = Vec::new();
+            for t in chunk {
+                let auth = format!("Bearer {t}");
+                statuses.push(
+                    common::send(
+                        &client,
+                        addr,
+                        "GET",
+                        "/orders/7",
+                        &[("authorization", &auth)],
+                    )
+                    .await
+                    .status,
+                );
+            }
+            statuses
+        }));
+    }
+    for t in tasks {
+        for status in t.await.unwrap() {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    assert!(
+        s.idp.fetches() - before <= 1,
+        "{} fetches for 1,000 unknown kids",
+        s.idp.fetches() - before
+    );
+    assert_eq!(s.upstream.count(), 0);
+    let m = s.admin("GET", "/metrics").await.body;
+    assert!(
+        m.contains(r#"claimgate_jwks_refreshes_suppressed_total{issuer="test"}"#),
+        "{m}"
+    );
+    // Valid tokens are unaffected.
+    assert_eq!(
+        s.get_with_token("/orders/7", &s.gold_token()).await.status,
+        StatusCode::OK
+    );
+}

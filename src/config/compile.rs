@@ -15,7 +15,7 @@ use super::error::{ConfigErrors, Origin};
 use super::yaml::{self, Vars};
 use crate::forward::{HeaderTemplate, OwnedHeaders};
 use crate::jwks::keys::ASYMMETRIC;
-use crate::jwks::{JwksStore, KeySource};
+use crate::jwks::{JwksStore, KeySource, Refresh};
 use crate::policy::route::{param_names, parse_template};
 use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment};
 use crate::snapshot::{Snapshot, Upstream};
@@ -25,6 +25,7 @@ use crate::token::{Issuer, Issuers};
 const MAX_LEEWAY: Duration = Duration::from_secs(60);
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// One policy file's name and text.
 #[derive(Debug, Clone)]
@@ -82,20 +83,20 @@ pub trait KeyStores {
         issuer: &str,
         source: &KeySource,
         algorithms: &[Algorithm],
-        refresh: Duration,
+        refresh: Refresh,
     ) -> Arc<JwksStore>;
 }
 
 impl<F> KeyStores for F
 where
-    F: FnMut(&str, &KeySource, &[Algorithm], Duration) -> Arc<JwksStore>,
+    F: FnMut(&str, &KeySource, &[Algorithm], Refresh) -> Arc<JwksStore>,
 {
     fn store(
         &mut self,
         issuer: &str,
         source: &KeySource,
         algorithms: &[Algorithm],
-        refresh: Duration,
+        refresh: Refresh,
     ) -> Arc<JwksStore> {
         self(issuer, source, algorithms, refresh)
     }
@@ -309,10 +310,15 @@ impl Compiler {
                 self.untrusted.push(u.clone());
             }
         }
-        let refresh = doc
-            .refresh_interval
-            .unwrap_or(DEFAULT_REFRESH)
-            .max(Duration::from_secs(1));
+        let refresh = Refresh {
+            interval: doc
+                .refresh_interval
+                .unwrap_or(DEFAULT_REFRESH)
+                .max(Duration::from_secs(1)),
+            unknown_kid_cooldown: doc
+                .unknown_kid_cooldown
+                .unwrap_or(DEFAULT_UNKNOWN_KID_COOLDOWN),
+        };
         let keys = stores.store(&name, &source, &algorithms, refresh);
         self.issuers.insert(Issuer {
             name,

@@ -188,6 +188,9 @@ pub struct IssuerDoc {
     pub leeway: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
     pub refresh_interval: Option<Duration>,
+    /// Least time between loads caused by unknown `kid`s (default 30s).
+    #[serde(default, deserialize_with = "duration::option")]
+    pub unknown_kid_cooldown: Option<Duration>,
     pub untrusted_claims: Option<Vec<String>>,
 }
 

@@ -8,7 +8,7 @@ pub mod keys;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
@@ -35,13 +35,27 @@ impl std::fmt::Display for KeySource {
     }
 }
 
+/// When an issuer's keys are fetched again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Refresh {
+    /// Background refresh period after a success.
+    pub interval: Duration,
+    /// Least time between two loads caused by unknown `kid`s, counted from
+    /// the last load attempt of any kind (SECURITY.md rule 11).
+    pub unknown_kid_cooldown: Duration,
+}
+
 /// The key set of one issuer.
 pub struct JwksStore {
     issuer: String,
     source: KeySource,
     algorithms: Vec<Algorithm>,
-    refresh_interval: Duration,
+    refresh: Refresh,
     keys: ArcSwapOption<KeySet>,
+    /// One load at a time: a flood of unknown kids waits on the load in
+    /// flight instead of starting its own.
+    load_gate: tokio::sync::Mutex<()>,
+    last_attempt: std::sync::Mutex<Option<Instant>>,
     loaded: AtomicBool,
     loaded_notify: Notify,
     fetcher: Fetcher,
@@ -56,7 +70,7 @@ impl JwksStore {
         issuer: String,
         source: KeySource,
         algorithms: Vec<Algorithm>,
-        refresh_interval: Duration,
+        refresh: Refresh,
         fetcher: Fetcher,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -64,8 +78,10 @@ impl JwksStore {
             issuer,
             source,
             algorithms,
-            refresh_interval,
+            refresh,
             keys: ArcSwapOption::empty(),
+            load_gate: tokio::sync::Mutex::new(()),
+            last_attempt: std::sync::Mutex::new(None),
             loaded: AtomicBool::new(false),
             loaded_notify: Notify::new(),
             fetcher,
@@ -96,6 +112,43 @@ impl JwksStore {
 
     /// Loads the keys once. On failure the previous keys stay in place.
     pub async fn refresh(&self) -> Result<usize, JwksError> {
+        let _gate = self.load_gate.lock().await;
+        self.refresh_locked().await
+    }
+
+    /// A token named a `kid` this issuer does not have: maybe the IdP rotated
+    /// its keys. Loads again unless a load was attempted within the cooldown;
+    /// while a load is in flight, waits for it instead of starting another.
+    /// Returns whether the keys may have changed (worth verifying again).
+    pub async fn refresh_for_unknown_kid(&self) -> bool {
+        let before = self.keys.load_full();
+        if self.in_cooldown() {
+            // Another request may have just loaded fresh keys.
+            let _gate = self.load_gate.lock().await;
+            let changed = !same_keys(&before, &self.keys.load_full());
+            if !changed {
+                self.metrics
+                    .jwks_refreshes_suppressed
+                    .with_label_values(&[&self.issuer])
+                    .inc();
+            }
+            return changed;
+        }
+        let _gate = self.load_gate.lock().await;
+        // Re-check under the gate: the load we waited for may have done it.
+        if self.in_cooldown() {
+            return !same_keys(&before, &self.keys.load_full());
+        }
+        self.refresh_locked().await.is_ok()
+    }
+
+    fn in_cooldown(&self) -> bool {
+        let last = *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_some_and(|t| t.elapsed() < self.refresh.unknown_kid_cooldown)
+    }
+
+    async fn refresh_locked(&self) -> Result<usize, JwksError> {
+        *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let result = self.load().await;
         let issuer = self.issuer.as_str();
         match &result {
@@ -150,13 +203,21 @@ impl JwksStore {
             loop {
                 let Some(s) = store.upgrade() else { return };
                 let wait = match s.refresh().await {
-                    Ok(_) => s.refresh_interval,
-                    Err(_) => RETRY_AFTER_FAILURE.min(s.refresh_interval),
+                    Ok(_) => s.refresh.interval,
+                    Err(_) => RETRY_AFTER_FAILURE.min(s.refresh.interval),
                 };
                 drop(s);
                 tokio::time::sleep(wait).await;
             }
         })
+    }
+}
+
+fn same_keys(a: &Option<Arc<KeySet>>, b: &Option<Arc<KeySet>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 

@@ -124,14 +124,29 @@ async fn proxy<'s>(
         let token = token::extract::bearer(req.headers())
             .map_err(Rejection::BadCredentials)?
             .ok_or(Rejection::Token(TokenError::Missing))?;
-        let verified = token::verify(
-            token,
-            &snapshot.issuers,
-            route.issuers.as_deref(),
-            snapshot.max_token_bytes,
-            unix_now(),
-        )
-        .map_err(|refused| {
+        let verify = || {
+            token::verify(
+                token,
+                &snapshot.issuers,
+                route.issuers.as_deref(),
+                snapshot.max_token_bytes,
+                unix_now(),
+            )
+        };
+        let mut result = verify();
+        // Key rotation: an unknown kid may be a key the IdP just published.
+        // The store bounds how often this fetches (rule 11); verify once more
+        // only if the keys may have changed.
+        if let Err(token::Refused {
+            issuer: Some(i),
+            error: TokenError::UnknownKey,
+        }) = &result
+        {
+            if i.keys.refresh_for_unknown_kid().await {
+                result = verify();
+            }
+        }
+        let verified = result.map_err(|refused| {
             *issuer = refused.issuer;
             Rejection::Token(refused.error)
         })?;
