@@ -1,6 +1,7 @@
 //! The request path's stages, each next to its baseline:
-//! - verify: claimgate's whole verification vs the bare signature check
-//!   (jsonwebtoken's crypto::verify) of the same token;
+//! - verify: claimgate's whole verification and a verified-token cache hit
+//!   vs the bare signature check (jsonwebtoken's crypto::verify) of the same
+//!   token;
 //! - decide: the demo's `orders-read` rule over realistic claims;
 //! - route: lookup among 10 vs 1,000 routes;
 //! - inject: rendering five headers.
@@ -89,6 +90,16 @@ fn verify(c: &mut Criterion) {
         g.bench_function("bare_signature", |b| {
             b.iter(|| {
                 jsonwebtoken::crypto::verify(black_box(sig), message.as_bytes(), decoding, key.alg)
+                    .unwrap()
+            })
+        });
+        let cache = claimgate::token::TokenCache::new(10_000);
+        let verified = claimgate::token::verify(&token, &snap.issuers, None, 8192, now).unwrap();
+        cache.insert(&token, &verified, now);
+        g.bench_function("claimgate_cache_hit", |b| {
+            b.iter(|| {
+                cache
+                    .get(black_box(&token), &snap.issuers, None, now)
                     .unwrap()
             })
         });

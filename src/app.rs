@@ -33,6 +33,8 @@ pub struct App {
     snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
     pub upstream: UpstreamClient,
+    /// Verified tokens; outlives snapshots (entries check their issuer).
+    pub token_cache: crate::token::TokenCache,
     pub limits: Limits,
     /// Where reloads read policy files from; `None` for embedded policies.
     policy_dir: Option<PathBuf>,
@@ -76,6 +78,7 @@ impl App {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             upstream,
+            token_cache: crate::token::TokenCache::new(limits.token_cache_entries),
             limits,
             policy_dir,
             vars,

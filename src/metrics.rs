@@ -37,6 +37,8 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     /// Unix time of the last successful key load per issuer.
     pub jwks_last_success: IntGaugeVec,
+    /// Verified-token cache lookups by result (`hit`, `miss`).
+    pub token_cache_lookups: IntCounterVec,
     /// Policy loads by result.
     pub config_reloads: IntCounterVec,
     /// Generation of the serving snapshot.
@@ -82,6 +84,11 @@ impl Metrics {
             "claimgate_jwks_refreshes_suppressed_total",
             "Unknown-kid JWKS refreshes skipped because of the cooldown, by issuer.",
             &["issuer"],
+        );
+        let token_cache_lookups = counter(
+            "claimgate_token_cache_lookups_total",
+            "Verified-token cache lookups, by result.",
+            &["result"],
         );
         let config_reloads = counter(
             "claimgate_config_reloads_total",
@@ -136,6 +143,7 @@ impl Metrics {
             jwks_refreshes_suppressed,
             jwks_keys,
             jwks_last_success,
+            token_cache_lookups,
             config_reloads,
             config_generation,
         }

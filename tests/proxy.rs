@@ -485,3 +485,60 @@ async fn keys_from_a_jwks_file() {
     assert_eq!(r.reason(), "unknown_key");
     assert_eq!(s.upstream.count(), 1);
 }
+
+#[tokio::test]
+async fn verified_token_cache_hits_and_dies_with_its_key() {
+    let s = stack().await;
+    let token = s.gold_token();
+    for _ in 0..3 {
+        assert_eq!(
+            s.get_with_token("/orders/7", &token).await.status,
+            StatusCode::OK
+        );
+    }
+    let m = s.admin("GET", "/metrics").await.body;
+    assert!(
+        m.contains(r#"claimgate_token_cache_lookups_total{result="hit"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"claimgate_token_cache_lookups_total{result="miss"} 1"#),
+        "{m}"
+    );
+    // The IdP drops the key (rotation); after the next refresh (1s) the
+    // cached token must fail too.
+    let other = claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256, "k9");
+    let before = s.idp.fetches();
+    s.idp.set(&claimgate::demo::keys::jwks([&other]));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.idp.fetches() < before + 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = s.get_with_token("/orders/7", &token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_eq!(r.reason(), "unknown_key");
+    assert_eq!(s.upstream.count(), 3);
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_audience_invalidates_cached_tokens() {
+    let s = stack().await;
+    let token = s.gold_token();
+    assert_eq!(
+        s.get_with_token("/orders/7", &token).await.status,
+        StatusCode::OK
+    );
+    s.write_policy(&common::POLICY.replace("audience: [api]", "audience: [other-api]"));
+    assert_eq!(
+        s.admin("POST", "/admin/reload").await.status,
+        StatusCode::OK
+    );
+    let r = s.get_with_token("/orders/7", &token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.reason(), "wrong_audience");
+    assert_eq!(s.upstream.count(), 1);
+}

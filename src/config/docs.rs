@@ -62,6 +62,7 @@ pub struct LimitsDoc {
     pub upstream_response_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
     pub shutdown_grace: Option<Duration>,
+    pub token_cache_entries: Option<usize>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -120,6 +121,7 @@ impl ProcessDoc {
                 .upstream_response_timeout
                 .unwrap_or(d.upstream_response_timeout),
             shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
+            token_cache_entries: l.token_cache_entries.unwrap_or(d.token_cache_entries),
         };
         if limits.max_header_bytes < 8192 {
             // hyper refuses an HTTP/1 buffer under 8 KiB.

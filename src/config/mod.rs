@@ -62,6 +62,8 @@ pub struct Limits {
     pub upstream_response_timeout: Duration,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Verified tokens remembered; 0 turns the cache off.
+    pub token_cache_entries: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +78,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            token_cache_entries: 10_000,
         }
     }
 }

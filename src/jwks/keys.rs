@@ -51,6 +51,9 @@ pub struct VerifyKey {
     pub key: DecodingKey,
     /// The key material, to tell a rotated key from the same key.
     pub material: String,
+    /// A hash of `material`: how a cached token names the key that
+    /// verified it.
+    pub fingerprint: u64,
 }
 
 /// The keys of one issuer at one moment. Immutable; a refresh builds a new one.
@@ -58,6 +61,7 @@ pub struct VerifyKey {
 pub struct KeySet {
     keys: Vec<Arc<VerifyKey>>,
     by_kid: HashMap<String, Arc<VerifyKey>>,
+    fingerprints: std::collections::HashSet<u64>,
     /// Why keys were skipped, for logs.
     pub skipped: Vec<String>,
 }
@@ -88,6 +92,11 @@ impl KeySet {
 
     pub fn keys(&self) -> &[Arc<VerifyKey>] {
         &self.keys
+    }
+
+    /// Whether the key with this fingerprint is still in the set.
+    pub fn contains(&self, fingerprint: u64) -> bool {
+        self.fingerprints.contains(&fingerprint)
     }
 }
 
@@ -132,6 +141,7 @@ pub fn parse(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
         }
     }
     for k in &set.keys {
+        set.fingerprints.insert(k.fingerprint);
         if let Some(kid) = &k.kid {
             set.by_kid.insert(kid.clone(), k.clone());
         }
@@ -202,11 +212,18 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err("`kid` is not a string".into()),
     };
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        material.hash(&mut h);
+        h.finish()
+    };
     Ok(VerifyKey {
         kid,
         algorithms,
         key,
         material,
+        fingerprint,
     })
 }
 

@@ -124,16 +124,29 @@ async fn proxy<'s>(
         let token = token::extract::bearer(req.headers())
             .map_err(Rejection::BadCredentials)?
             .ok_or(Rejection::Token(TokenError::Missing))?;
+        let now = unix_now();
+        let cached = app
+            .token_cache
+            .get(token, &snapshot.issuers, route.issuers.as_deref(), now);
+        let was_cached = cached.is_some();
+        let label = if was_cached { "hit" } else { "miss" };
+        app.metrics
+            .token_cache_lookups
+            .with_label_values(&[label])
+            .inc();
         let verify = || {
             token::verify(
                 token,
                 &snapshot.issuers,
                 route.issuers.as_deref(),
                 snapshot.max_token_bytes,
-                unix_now(),
+                now,
             )
         };
-        let mut result = verify();
+        let mut result = match cached {
+            Some(v) => Ok(v),
+            None => verify(),
+        };
         // Key rotation: an unknown kid may be a key the IdP just published.
         // The store bounds how often this fetches (rule 11); verify once more
         // only if the keys may have changed.
@@ -151,6 +164,9 @@ async fn proxy<'s>(
             Rejection::Token(refused.error)
         })?;
         *issuer = Some(verified.issuer.clone());
+        if !was_cached {
+            app.token_cache.insert(token, &verified, now);
+        }
         let claims = verified.claims.root();
         if let Some(rule) = &route.allow {
             if !rule.eval(claims) {

@@ -1,12 +1,14 @@
 //! The token stages: `extract` finds the one token of a request, `verify`
 //! turns it into trusted [`Claims`] or a [`TokenError`].
 
+pub mod cache;
 pub mod error;
 pub mod extract;
 pub mod issuer;
 pub mod json;
 pub mod verify;
 
+pub use cache::TokenCache;
 pub use error::TokenError;
 pub use extract::ExtractError;
 pub use issuer::{Issuer, Issuers};

@@ -41,9 +41,14 @@ impl Claims {
 }
 
 /// A token that passed every check.
+#[derive(Clone)]
 pub struct Verified {
     pub issuer: Arc<Issuer>,
     pub claims: Arc<Claims>,
+    /// `exp`, for the verified-token cache.
+    pub exp: f64,
+    /// Which key verified the token (`VerifyKey::fingerprint`).
+    pub key_fingerprint: u64,
 }
 
 /// A token that failed, with its issuer once known (for the metric label).
@@ -145,22 +150,20 @@ pub fn verify(
         .ok_or_else(|| fail(TokenError::KeysUnavailable))?;
     let message = &token.as_bytes()[..h64.len() + 1 + p64.len()];
     let mut tried = false;
-    let mut good = false;
+    let mut good = None;
     for key in keys.select(kid, alg) {
         tried = true;
         if jsonwebtoken::crypto::verify(s64, message, &key.key, alg).unwrap_or(false) {
-            good = true;
+            good = Some(key.fingerprint);
             break;
         }
     }
     if !tried {
         return Err(fail(TokenError::UnknownKey));
     }
-    if !good {
-        return Err(fail(TokenError::BadSignature));
-    }
+    let key_fingerprint = good.ok_or_else(|| fail(TokenError::BadSignature))?;
 
-    check_claims(&payload, issuer, now).map_err(fail)?;
+    let exp = check_claims(&payload, issuer, now).map_err(fail)?;
     // Rule 8: claims a client could have set never reach policy or headers.
     for name in &issuer.untrusted_claims {
         payload.remove(name);
@@ -168,6 +171,8 @@ pub fn verify(
     Ok(Verified {
         issuer: issuer.clone(),
         claims: Arc::new(Claims::from_object(payload)),
+        exp,
+        key_fingerprint,
     })
 }
 
@@ -180,8 +185,8 @@ fn decode_object(part: &str) -> Result<Map<String, Value>, ()> {
 }
 
 /// Rule 5: `exp`, `aud` and `sub` required, `nbf` and `iat` checked, all with
-/// the issuer's leeway.
-fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: u64) -> Result<(), TokenError> {
+/// the issuer's leeway. Returns `exp`.
+fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: u64) -> Result<f64, TokenError> {
     let now = now as f64;
     let leeway = issuer.leeway as f64;
     let time = |name: &'static str| match claims.get(name) {
@@ -220,7 +225,7 @@ fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: u64) -> Resul
         return Err(TokenError::WrongAudience);
     }
     match claims.get("sub") {
-        Some(Value::String(_)) => Ok(()),
+        Some(Value::String(_)) => Ok(exp),
         Some(_) => Err(TokenError::InvalidClaim("sub")),
         None => Err(TokenError::MissingClaim("sub")),
     }
