@@ -335,13 +335,7 @@ async fn failed_refresh_keeps_the_last_good_keys() {
     s.idp.set_raw(StatusCode::OK, "{\"not\":\"a jwks\"}");
     let before = s.idp.fetches();
     // Wait for at least one failed refresh (interval 1s).
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while s.idp.fetches() < before + 1 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    s.wait_for_fetches(before + 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let r = s.get_with_token("/orders/7", &s.gold_token()).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -510,13 +504,7 @@ async fn verified_token_cache_hits_and_dies_with_its_key() {
     let other = claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256, "k9");
     let before = s.idp.fetches();
     s.idp.set(&claimgate::demo::keys::jwks([&other]));
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while s.idp.fetches() < before + 1 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+    s.wait_for_fetches(before + 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let r = s.get_with_token("/orders/7", &token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);

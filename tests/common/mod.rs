@@ -269,6 +269,17 @@ impl Stack {
         send(&self.client, self.running().admin_addr, method, path, &[]).await
     }
 
+    /// Waits (up to 10 s) until the IdP has served `n` JWKS fetches.
+    pub async fn wait_for_fetches(&self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while self.idp.fetches() < n {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("JWKS fetch");
+    }
+
     /// Replaces the policy file.
     pub fn write_policy(&self, text: &str) {
         std::fs::write(self.dir.path().join("policy.yaml"), text).unwrap();
