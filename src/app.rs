@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +41,6 @@ pub struct App {
     vars: Box<dyn Vars>,
     stores: Mutex<HashMap<StoreKey, StoreEntry>>,
     fetcher: Fetcher,
-    generation: AtomicU64,
     draining: AtomicBool,
     /// Serialises reloads so two never interleave.
     reload_lock: tokio::sync::Mutex<()>,
@@ -84,7 +83,6 @@ impl App {
             vars,
             stores,
             fetcher,
-            generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
@@ -151,7 +149,8 @@ impl App {
             return Err(errs);
         };
         let sources = PolicySource::read_dir(dir)?;
-        let generation = self.generation.load(Ordering::Acquire) + 1;
+        // Reloads are serialised by `reload_lock`, so this cannot race.
+        let generation = self.snapshot.load().generation + 1;
         let snapshot = compile_with(
             &self.stores,
             &self.fetcher,
@@ -162,8 +161,10 @@ impl App {
             generation,
         )?;
         self.snapshot.store(Arc::new(snapshot));
-        self.generation.store(generation, Ordering::Release);
         self.metrics.config_generation.set(generation as i64);
+        // Cached tokens hold their issuer, and with it its key store: drop
+        // them before pruning, or old stores would look used and keep polling.
+        self.token_cache.clear();
         self.prune_stores();
         Ok(generation)
     }

@@ -530,3 +530,38 @@ async fn a_reload_that_changes_the_audience_invalidates_cached_tokens() {
     assert_eq!(r.reason(), "wrong_audience");
     assert_eq!(s.upstream.count(), 1);
 }
+
+#[tokio::test]
+async fn a_replaced_issuer_stops_polling_its_old_idp_even_with_cached_tokens() {
+    let s = stack().await;
+    // Cache a token under the current issuer.
+    assert_eq!(
+        s.get_with_token("/orders/7", &s.gold_token()).await.status,
+        StatusCode::OK
+    );
+    let new_idp = claimgate::demo::servers::JwksServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        &claimgate::demo::keys::jwks([&s.key]),
+    )
+    .await
+    .unwrap();
+    s.write_policy(&common::POLICY.replace("${JWKS_URI}", &new_idp.url()));
+    assert_eq!(
+        s.admin("POST", "/admin/reload").await.status,
+        StatusCode::OK
+    );
+    s.running().app.wait_keys_loaded().await;
+    // The old store's refresher (1s interval) must be gone.
+    let old = s.idp.fetches();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        s.idp.fetches(),
+        old,
+        "the replaced issuer's IdP is still polled"
+    );
+    assert!(new_idp.fetches() >= 2, "the new IdP is polled");
+    assert_eq!(
+        s.get_with_token("/orders/7", &s.gold_token()).await.status,
+        StatusCode::OK
+    );
+}

@@ -77,36 +77,13 @@ impl PolicySource {
 
 /// Gives the key store of an issuer; stores outlive snapshots, so the
 /// caller decides whether an existing one is reused.
-pub trait KeyStores {
-    fn store(
-        &mut self,
-        issuer: &str,
-        source: &KeySource,
-        algorithms: &[Algorithm],
-        refresh: Refresh,
-    ) -> Arc<JwksStore>;
-}
-
-impl<F> KeyStores for F
-where
-    F: FnMut(&str, &KeySource, &[Algorithm], Refresh) -> Arc<JwksStore>,
-{
-    fn store(
-        &mut self,
-        issuer: &str,
-        source: &KeySource,
-        algorithms: &[Algorithm],
-        refresh: Refresh,
-    ) -> Arc<JwksStore> {
-        self(issuer, source, algorithms, refresh)
-    }
-}
+pub type KeyStores<'a> = dyn FnMut(&str, &KeySource, &[Algorithm], Refresh) -> Arc<JwksStore> + 'a;
 
 /// Compiles policy sources into a snapshot of `generation`.
 pub fn compile(
     sources: &[PolicySource],
     vars: &dyn Vars,
-    stores: &mut dyn KeyStores,
+    stores: &mut KeyStores,
     max_token_bytes: usize,
     generation: u64,
 ) -> Result<Snapshot, ConfigErrors> {
@@ -222,7 +199,7 @@ impl Compiler {
         file: &Path,
         name: String,
         doc: Spanned<IssuerDoc>,
-        stores: &mut dyn KeyStores,
+        stores: &mut KeyStores,
     ) {
         let at = origin(file, &doc);
         if let Some(first) = self.issuer_origin.get(&name) {
@@ -319,7 +296,7 @@ impl Compiler {
                 .unknown_kid_cooldown
                 .unwrap_or(DEFAULT_UNKNOWN_KID_COOLDOWN),
         };
-        let keys = stores.store(&name, &source, &algorithms, refresh);
+        let keys = stores(&name, &source, &algorithms, refresh);
         self.issuers.insert(Issuer {
             name,
             iss: doc.issuer,

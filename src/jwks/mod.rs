@@ -94,6 +94,15 @@ impl JwksStore {
         self.keys.load_full()
     }
 
+    /// Whether the key with this fingerprint is in the current set. No
+    /// refcount traffic: this runs on every verified-token cache hit.
+    pub fn has_key(&self, fingerprint: u64) -> bool {
+        self.keys
+            .load()
+            .as_ref()
+            .is_some_and(|set| set.contains(fingerprint))
+    }
+
     /// True once a load has succeeded.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
@@ -122,22 +131,17 @@ impl JwksStore {
     /// Returns whether the keys may have changed (worth verifying again).
     pub async fn refresh_for_unknown_kid(&self) -> bool {
         let before = self.keys.load_full();
-        if self.in_cooldown() {
-            // Another request may have just loaded fresh keys.
-            let _gate = self.load_gate.lock().await;
-            let changed = !same_keys(&before, &self.keys.load_full());
-            if !changed {
-                self.metrics
-                    .jwks_refreshes_suppressed
-                    .with_label_values(&[&self.issuer])
-                    .inc();
-            }
-            return changed;
-        }
         let _gate = self.load_gate.lock().await;
-        // Re-check under the gate: the load we waited for may have done it.
+        // The load we may have waited for could have brought the key.
+        if !same_keys(&before, &self.keys.load_full()) {
+            return true;
+        }
         if self.in_cooldown() {
-            return !same_keys(&before, &self.keys.load_full());
+            self.metrics
+                .jwks_refreshes_suppressed
+                .with_label_values(&[&self.issuer])
+                .inc();
+            return false;
         }
         self.refresh_locked().await.is_ok()
     }

@@ -42,6 +42,12 @@ impl TokenCache {
         self.map.is_empty()
     }
 
+    /// Forgets every entry. A reload builds new issuers, which no entry can
+    /// match; clearing also releases the old issuers' key stores.
+    pub fn clear(&self) {
+        self.map.clear();
+    }
+
     fn key(token: &str) -> [u8; 32] {
         let mut out = [0u8; 32];
         out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
@@ -65,11 +71,7 @@ impl TokenCache {
         let current = issuers.by_name(&hit.issuer.name);
         let same_issuer = current.is_some_and(|c| Arc::ptr_eq(c, &hit.issuer));
         let live = (now as f64) < hit.exp + hit.issuer.leeway as f64;
-        let key_present = hit
-            .issuer
-            .keys
-            .current()
-            .is_some_and(|keys| keys.contains(hit.key_fingerprint));
+        let key_present = hit.issuer.keys.has_key(hit.key_fingerprint);
         if !(same_issuer && live && key_present) {
             self.map.remove(&key);
             return None;
