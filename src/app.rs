@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::Algorithm;
@@ -44,6 +44,60 @@ pub struct App {
     draining: AtomicBool,
     /// Serialises reloads so two never interleave.
     reload_lock: tokio::sync::Mutex<()>,
+    /// What the serving snapshot was built from.
+    loaded: Mutex<LoadInfo>,
+    /// The last reload that failed, if none succeeded since.
+    failed: Mutex<Option<FailedLoad>>,
+}
+
+/// What a snapshot was built from, for `/admin/config`.
+#[derive(Debug, Clone)]
+pub struct LoadInfo {
+    pub generation: u64,
+    /// SHA-256 over the policy files' names and texts, hex.
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    pub files: Vec<PathBuf>,
+}
+
+/// A reload that was refused; the snapshot before it keeps serving.
+#[derive(Debug, Clone)]
+pub struct FailedLoad {
+    pub sha256: String,
+    pub at: SystemTime,
+    pub errors: usize,
+}
+
+/// The content hash of a set of policy files: file names and texts, so that
+/// a rename or an edit both change it, and a ConfigMap swap to equal content
+/// does not.
+pub fn sources_digest(sources: &[PolicySource]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for source in sources {
+        let name = source
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for part in [name.as_bytes(), source.text.as_bytes()] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a reload was asked for whatever the files hold, or only if they
+/// changed since the last load or failed attempt (the watcher's and poll's
+/// kind, so that an unchanged broken file is not reported every poll).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadKind {
+    Forced,
+    IfChanged,
 }
 
 impl App {
@@ -69,6 +123,12 @@ impl App {
         )?;
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics.config_generation.set(1);
+        let loaded = LoadInfo {
+            generation: 1,
+            sha256: sources_digest(sources),
+            loaded_at: SystemTime::now(),
+            files: sources.iter().map(|s| s.path.clone()).collect(),
+        };
         let upstream = UpstreamClient::new(
             limits.upstream_connect_timeout,
             limits.upstream_response_timeout,
@@ -85,6 +145,8 @@ impl App {
             fetcher,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
+            loaded: Mutex::new(loaded),
+            failed: Mutex::new(None),
         }))
     }
 
@@ -117,29 +179,29 @@ impl App {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// What the serving snapshot was built from.
+    pub fn loaded(&self) -> LoadInfo {
+        lock(&self.loaded).clone()
+    }
+
+    /// The last refused reload, if no reload succeeded after it.
+    pub fn last_failure(&self) -> Option<FailedLoad> {
+        lock(&self.failed).clone()
+    }
+
     /// Rebuilds the snapshot from the policy directory and swaps it in whole.
     /// On any error the old snapshot keeps serving and every error is
     /// returned.
     pub async fn reload(&self) -> Result<u64, ConfigErrors> {
-        let _guard = self.reload_lock.lock().await;
-        let result = self.reload_locked();
-        let label = if result.is_ok() { "success" } else { "failure" };
-        self.metrics
-            .config_reloads
-            .with_label_values(&[label])
-            .inc();
-        match &result {
-            Ok(g) => tracing::info!(generation = g, "policies reloaded"),
-            Err(errs) => {
-                for e in &errs.0 {
-                    tracing::error!("policy reload refused: {e}");
-                }
-            }
-        }
-        result
+        self.reload_as(ReloadKind::Forced)
+            .await
+            .map(|g| g.unwrap_or_else(|| self.snapshot.load().generation))
     }
 
-    fn reload_locked(&self) -> Result<u64, ConfigErrors> {
+    /// Reloads as `kind` says; `Ok(None)` when an `IfChanged` reload found
+    /// nothing new.
+    pub async fn reload_as(&self, kind: ReloadKind) -> Result<Option<u64>, ConfigErrors> {
+        let _guard = self.reload_lock.lock().await;
         let Some(dir) = &self.policy_dir else {
             let mut errs = ConfigErrors::default();
             errs.push(
@@ -148,30 +210,79 @@ impl App {
             );
             return Err(errs);
         };
-        let sources = PolicySource::read_dir(dir)?;
-        // Reloads are serialised by `reload_lock`, so this cannot race.
-        let generation = self.snapshot.load().generation + 1;
-        let snapshot = compile_with(
+        let read = PolicySource::read_dir(dir);
+        let digest = read.as_ref().map(|s| sources_digest(s)).unwrap_or_default();
+        if kind == ReloadKind::IfChanged {
+            let seen = lock(&self.loaded).sha256 == digest
+                || lock(&self.failed)
+                    .as_ref()
+                    .is_some_and(|f| f.sha256 == digest);
+            if seen {
+                return Ok(None);
+            }
+        }
+        let result = read.and_then(|sources| self.swap_in(&sources, &digest));
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        match &result {
+            Ok(g) => {
+                *lock(&self.failed) = None;
+                tracing::info!(generation = g, sha256 = %digest, "policies reloaded");
+            }
+            Err(errs) => {
+                *lock(&self.failed) = Some(FailedLoad {
+                    sha256: digest,
+                    at: SystemTime::now(),
+                    errors: errs.len(),
+                });
+                for e in &errs.0 {
+                    tracing::error!("policy reload refused: {e}");
+                }
+            }
+        }
+        result.map(Some)
+    }
+
+    /// Compiles `sources` and swaps the result in. Callers hold `reload_lock`.
+    fn swap_in(&self, sources: &[PolicySource], digest: &str) -> Result<u64, ConfigErrors> {
+        let previous = self.snapshot.load_full();
+        let generation = previous.generation + 1;
+        let mut snapshot = compile_with(
             &self.stores,
             &self.fetcher,
             &self.metrics,
-            &sources,
+            sources,
             self.vars.as_ref(),
             &self.limits,
             generation,
         )?;
-        self.snapshot.store(Arc::new(snapshot));
+        // An issuer whose settings and key store did not change stays the
+        // same `Arc`, so the tokens it verified stay cached.
+        snapshot.issuers.adopt_unchanged(&previous.issuers);
+        drop(previous);
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(snapshot.clone());
         self.metrics.config_generation.set(generation as i64);
+        *lock(&self.loaded) = LoadInfo {
+            generation,
+            sha256: digest.to_string(),
+            loaded_at: SystemTime::now(),
+            files: sources.iter().map(|s| s.path.clone()).collect(),
+        };
         // Cached tokens hold their issuer, and with it its key store: drop
-        // them before pruning, or old stores would look used and keep polling.
-        self.token_cache.clear();
+        // those of changed issuers before pruning, or old stores would look
+        // used and keep polling.
+        self.token_cache.retain_issuers(&snapshot.issuers);
         self.prune_stores();
         Ok(generation)
     }
 
     /// Stops the key stores no snapshot refers to any more.
     fn prune_stores(&self) {
-        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stores = lock(&self.stores);
         stores.retain(|_, e| {
             let used = Arc::strong_count(&e.store) > 1;
             if !used {
@@ -191,6 +302,12 @@ impl Drop for App {
     }
 }
 
+/// Locks `m`; a panic elsewhere while holding it leaves data that is still
+/// whole (every critical section here is a single assignment or map update).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn compile_with(
     stores: &Mutex<HashMap<StoreKey, StoreEntry>>,
     fetcher: &Fetcher,
@@ -200,7 +317,7 @@ fn compile_with(
     limits: &Limits,
     generation: u64,
 ) -> Result<Snapshot, ConfigErrors> {
-    let mut stores = stores.lock().unwrap_or_else(|p| p.into_inner());
+    let mut stores = lock(stores);
     let mut get = |issuer: &str, source: &KeySource, algs: &[Algorithm], refresh: Refresh| {
         let key = (
             issuer.to_string(),
@@ -236,6 +353,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     proxy: tokio::task::JoinHandle<()>,
     admin: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the proxy and admin listeners of `config` and starts serving.
@@ -255,6 +373,15 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
     let (shutdown, rx) = watch::channel(false);
     let proxy = tokio::spawn(server::serve(listener, app.clone(), tls, rx.clone()));
     let admin = tokio::spawn(crate::admin::serve(admin_listener, app.clone(), rx));
+    let auto_reload = config.reload.watch || !config.reload.poll_interval.is_zero();
+    let watcher = match &app.policy_dir {
+        Some(dir) if auto_reload => Some(crate::watch::spawn(
+            app.clone(),
+            dir.clone(),
+            config.reload.clone(),
+        )),
+        _ => None,
+    };
     Ok(Running {
         app,
         addr,
@@ -262,6 +389,7 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
         shutdown,
         proxy,
         admin,
+        watcher,
     })
 }
 
@@ -270,6 +398,9 @@ impl Running {
     /// load balancers notice), then stops accepting and waits for in-flight
     /// requests up to the grace period.
     pub async fn shutdown(self, delay: Duration) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
         self.app.start_draining();
         tokio::time::sleep(delay).await;
         let _ = self.shutdown.send(true);

@@ -16,3 +16,4 @@ pub mod policy;
 pub mod proxy;
 pub mod snapshot;
 pub mod token;
+pub mod watch;

@@ -146,10 +146,20 @@ async fn run(path: PathBuf) -> ExitCode {
             let _ = app.reload().await;
         }
     });
-    wait_for_stop().await;
-    tracing::info!("shutting down: draining in-flight requests");
+    // SIGTERM comes from an orchestrator: stay up, unready, for the drain
+    // delay so that endpoints are removed before the listener closes. SIGINT
+    // is someone at a terminal: stop now.
+    let delay = match wait_for_stop().await {
+        Stop::Terminate => config.limits.drain_delay,
+        Stop::Interrupt => Duration::ZERO,
+    };
+    tracing::info!(
+        drain_delay_ms = delay.as_millis() as u64,
+        "shutting down: unready now, then draining in-flight requests"
+    );
     reloader.abort();
-    running.shutdown(Duration::ZERO).await;
+    running.shutdown(delay).await;
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
@@ -163,13 +173,18 @@ async fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
         }
     };
     println!("{}", demo.walkthrough());
-    wait_for_stop().await;
+    let _ = wait_for_stop().await;
     demo.running.shutdown(Duration::ZERO).await;
     ExitCode::SUCCESS
 }
 
-/// SIGTERM or SIGINT.
-async fn wait_for_stop() {
+enum Stop {
+    Terminate,
+    Interrupt,
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_stop() -> Stop {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -179,7 +194,7 @@ async fn wait_for_stop() {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
+        _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+        _ = term => Stop::Terminate,
     }
 }

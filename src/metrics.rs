@@ -27,6 +27,9 @@ pub struct Metrics {
     pub policy_denials: IntCounterVec,
     /// Whole request time as claimgate saw it, by route.
     pub request_duration: HistogramVec,
+    /// Time from sending to the upstream to its response head, by route;
+    /// failed attempts included.
+    pub upstream_duration: HistogramVec,
     /// Upstream faults by route and kind (`connect`, `timeout`, `protocol`).
     pub upstream_errors: IntCounterVec,
     /// JWKS loads by issuer and result (`success`, `failure`).
@@ -112,18 +115,25 @@ impl Metrics {
             "Unix time of the last successful JWKS load per issuer.",
             &["issuer"],
         );
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "claimgate_request_duration_seconds",
-                "Time from request head to response head, by route.",
+        let histogram = |name: &str, help: &str| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
+                &["route"],
             )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(request_duration.clone()))
-            .expect("unique metric");
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let request_duration = histogram(
+            "claimgate_request_duration_seconds",
+            "Time from request head to response head, by route.",
+        );
+        let upstream_duration = histogram(
+            "claimgate_upstream_duration_seconds",
+            "Time from sending a request upstream to its response head, by route.",
+        );
         let config_generation = IntGauge::new(
             "claimgate_config_generation",
             "Generation of the policy snapshot serving requests.",
@@ -138,6 +148,7 @@ impl Metrics {
             auth_failures,
             policy_denials,
             request_duration,
+            upstream_duration,
             upstream_errors,
             jwks_fetches,
             jwks_refreshes_suppressed,

@@ -1,5 +1,6 @@
 //! The admin plane, on its own listener: `/metrics`, `/livez`, `/readyz`,
-//! and `POST /admin/reload` (loopback clients only).
+//! and, for loopback clients only, `GET /admin/config` and
+//! `POST /admin/reload`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,6 +43,45 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
 }
 
+/// What `/admin/config` shows: where the serving snapshot came from and the
+/// state of each issuer's keys. Names, hashes, counts and times only; no
+/// policy text, no key material, no error text (errors go to the log).
+fn config_report(app: &App) -> serde_json::Value {
+    let rfc3339 = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let loaded = app.loaded();
+    let snapshot = app.snapshot();
+    let mut issuers: Vec<_> = snapshot
+        .issuers
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "name": i.name,
+                "iss": i.iss,
+                "keys_loaded": i.keys.is_loaded(),
+                "keys": i.keys.current().map_or(0, |k| k.len()),
+            })
+        })
+        .collect();
+    issuers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let failure = app.last_failure().map(|f| {
+        serde_json::json!({
+            "sha256": f.sha256,
+            "at": rfc3339(f.at),
+            "errors": f.errors,
+        })
+    });
+    serde_json::json!({
+        "generation": loaded.generation,
+        "sha256": loaded.sha256,
+        "loaded_at": rfc3339(loaded.loaded_at),
+        "files": loaded.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "routes": snapshot.router.len(),
+        "issuers": issuers,
+        "last_failed_reload": failure,
+        "ready": app.is_ready(),
+    })
+}
+
 async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String| {
         Response::builder()
@@ -62,6 +102,18 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
             }
+        }
+        (&Method::GET, "/admin/config") => {
+            if !peer.ip().is_loopback() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "config is shown to loopback only\n".into(),
+                );
+            }
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(config_report(app).to_string())))
+                .unwrap_or_default()
         }
         (&Method::POST, "/admin/reload") => {
             if !peer.ip().is_loopback() {

@@ -11,7 +11,7 @@ use serde_saphyr::Spanned;
 
 use super::duration;
 use super::error::{ConfigErrors, Origin};
-use super::{Limits, ProcessConfig, TlsFiles};
+use super::{Limits, ProcessConfig, ReloadSettings, TlsFiles};
 
 // === process file ===
 
@@ -29,6 +29,23 @@ pub struct ProcessDoc {
     pub limits: LimitsDoc,
     #[serde(default)]
     pub log_format: LogFormat,
+    #[serde(default)]
+    pub reload: ReloadDoc,
+}
+
+/// When the policy directory is read again, besides SIGHUP and
+/// `POST /admin/reload`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadDoc {
+    /// Watch the directory (inotify); survives ConfigMap `..data` swaps.
+    pub watch: Option<bool>,
+    /// Quiet time after the last change before reloading.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub debounce: Option<Duration>,
+    /// Re-read the directory this often as a backstop; `0s` turns it off.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub poll_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -63,6 +80,8 @@ pub struct LimitsDoc {
     #[serde(default, deserialize_with = "duration::option")]
     pub shutdown_grace: Option<Duration>,
     pub token_cache_entries: Option<usize>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub drain_delay: Option<Duration>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -122,6 +141,13 @@ impl ProcessDoc {
                 .unwrap_or(d.upstream_response_timeout),
             shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
             token_cache_entries: l.token_cache_entries.unwrap_or(d.token_cache_entries),
+            drain_delay: l.drain_delay.unwrap_or(d.drain_delay),
+        };
+        let rd = ReloadSettings::default();
+        let reload = ReloadSettings {
+            watch: self.reload.watch.unwrap_or(rd.watch),
+            debounce: self.reload.debounce.unwrap_or(rd.debounce),
+            poll_interval: self.reload.poll_interval.unwrap_or(rd.poll_interval),
         };
         if limits.max_header_bytes < 8192 {
             // hyper refuses an HTTP/1 buffer under 8 KiB.
@@ -146,6 +172,7 @@ impl ProcessDoc {
             }),
             limits,
             log_format: self.log_format,
+            reload,
         };
         errs.into_result(config)
     }

@@ -33,6 +33,28 @@ pub struct ProcessConfig {
     pub tls: Option<TlsFiles>,
     pub limits: Limits,
     pub log_format: LogFormat,
+    pub reload: ReloadSettings,
+}
+
+/// Automatic reloads of the policy directory.
+#[derive(Debug, Clone)]
+pub struct ReloadSettings {
+    /// Watch the directory for changes.
+    pub watch: bool,
+    /// Quiet time after the last change event before reloading.
+    pub debounce: Duration,
+    /// Re-read the directory this often whatever the watch says; zero: never.
+    pub poll_interval: Duration,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: Duration::from_millis(250),
+            poll_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A certificate chain and private key, both PEM.
@@ -64,6 +86,9 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Verified tokens remembered; 0 turns the cache off.
     pub token_cache_entries: usize,
+    /// After SIGTERM: how long `/readyz` answers 503 while requests are still
+    /// served, so that load balancers stop sending before the listener closes.
+    pub drain_delay: Duration,
 }
 
 impl Default for Limits {
@@ -79,6 +104,7 @@ impl Default for Limits {
             upstream_response_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             token_cache_entries: 10_000,
+            drain_delay: Duration::from_secs(5),
         }
     }
 }

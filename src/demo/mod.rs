@@ -62,6 +62,7 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         tls: None,
         limits,
         log_format: LogFormat::Text,
+        reload: Default::default(),
     };
     let running = app::start(&config, app).await?;
     tokio::time::timeout(

@@ -206,7 +206,13 @@ async fn proxy<'s>(
         .map_err(|_| Rejection::UpstreamUnavailable)?;
     // The client's HTTP version is not the upstream's.
     *req.version_mut() = http::Version::HTTP_11;
-    let resp = app.upstream.send(req).await?;
+    let sent = Instant::now();
+    let resp = app.upstream.send(req).await;
+    app.metrics
+        .upstream_duration
+        .with_label_values(&[route.name.as_str()])
+        .observe(sent.elapsed().as_secs_f64());
+    let resp = resp?;
 
     // respond: the upstream's hop-by-hop headers stop here too.
     let (mut parts, body) = resp.into_parts();

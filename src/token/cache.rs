@@ -7,7 +7,6 @@
 //! never cached: it runs on every request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use aws_lc_rs::digest::{digest, SHA256};
 use dashmap::DashMap;
@@ -42,10 +41,16 @@ impl TokenCache {
         self.map.is_empty()
     }
 
-    /// Forgets every entry. A reload builds new issuers, which no entry can
-    /// match; clearing also releases the old issuers' key stores.
+    /// Forgets every entry.
     pub fn clear(&self) {
         self.map.clear();
+    }
+
+    /// Keeps only the entries verified by an issuer of `issuers` itself. A
+    /// reload calls this: an issuer whose settings changed is a new `Arc`, so
+    /// its tokens go (and with them the last hold on a replaced key store).
+    pub fn retain_issuers(&self, issuers: &Issuers) {
+        self.map.retain(|_, v| issuers.holds(&v.issuer));
     }
 
     fn key(token: &str) -> [u8; 32] {
@@ -68,8 +73,7 @@ impl TokenCache {
         }
         let key = Self::key(token);
         let hit = self.map.get(&key)?.value().clone();
-        let current = issuers.by_name(&hit.issuer.name);
-        let same_issuer = current.is_some_and(|c| Arc::ptr_eq(c, &hit.issuer));
+        let same_issuer = issuers.holds(&hit.issuer);
         let live = (now as f64) < hit.exp + hit.issuer.leeway as f64;
         let key_present = hit.issuer.keys.has_key(hit.key_fingerprint);
         if !(same_issuer && live && key_present) {

@@ -24,6 +24,21 @@ pub struct Issuer {
     pub keys: Arc<JwksStore>,
 }
 
+impl Issuer {
+    /// Same settings and the same key store: a token verified by one is
+    /// verified by the other, so a reload may keep the old one (and its
+    /// cached tokens).
+    pub fn same_as(&self, other: &Issuer) -> bool {
+        self.name == other.name
+            && self.iss == other.iss
+            && self.audiences == other.audiences
+            && self.algorithms == other.algorithms
+            && self.leeway == other.leeway
+            && self.untrusted_claims == other.untrusted_claims
+            && Arc::ptr_eq(&self.keys, &other.keys)
+    }
+}
+
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuer")
@@ -45,6 +60,27 @@ impl Issuers {
         let issuer = Arc::new(issuer);
         self.by_iss.insert(issuer.iss.clone(), issuer.clone());
         self.by_name.insert(issuer.name.clone(), issuer);
+    }
+
+    /// Replaces every issuer that is [`Issuer::same_as`] one of `previous`
+    /// with that previous one, so that verified tokens it holds stay valid
+    /// across a reload.
+    pub fn adopt_unchanged(&mut self, previous: &Issuers) {
+        for (name, issuer) in self.by_name.iter_mut() {
+            if let Some(old) = previous.by_name.get(name) {
+                if old.same_as(issuer) {
+                    *issuer = old.clone();
+                    self.by_iss.insert(old.iss.clone(), old.clone());
+                }
+            }
+        }
+    }
+
+    /// Whether `issuer` is this very issuer (not an equal copy).
+    pub fn holds(&self, issuer: &Arc<Issuer>) -> bool {
+        self.by_name
+            .get(&issuer.name)
+            .is_some_and(|c| Arc::ptr_eq(c, issuer))
     }
 
     pub fn by_iss(&self, iss: &str) -> Option<&Arc<Issuer>> {

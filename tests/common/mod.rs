@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use claimgate::app::{self, App, Running};
-use claimgate::config::{Limits, LogFormat, PolicySource, ProcessConfig};
+use claimgate::config::{Limits, LogFormat, PolicySource, ProcessConfig, ReloadSettings};
 use claimgate::demo::keys::{jwks, SigningKey};
 use claimgate::demo::servers::{EchoServer, JwksServer};
 use http::{HeaderMap, Request, StatusCode};
@@ -88,6 +88,8 @@ pub struct Builder {
     idp_status: Option<StatusCode>,
     keys: Vec<SigningKey>,
     tls: Option<claimgate::config::TlsFiles>,
+    reload: ReloadSettings,
+    configmap: bool,
 }
 
 /// A started stack with the default policy, keys loaded.
@@ -104,7 +106,28 @@ impl Builder {
             idp_status: None,
             keys: Vec::new(),
             tls: None,
+            // Off unless a test turns it on, so that reload counts are the
+            // test's own.
+            reload: ReloadSettings {
+                watch: false,
+                debounce: Duration::from_millis(100),
+                poll_interval: Duration::ZERO,
+            },
+            configmap: false,
         }
+    }
+
+    /// Automatic reloads as `settings` say.
+    pub fn reload(mut self, settings: ReloadSettings) -> Self {
+        self.reload = settings;
+        self
+    }
+
+    /// Lay the policy directory out as a Kubernetes ConfigMap volume does:
+    /// `policy.yaml -> ..data/policy.yaml`, `..data -> ..<timestamp>/`.
+    pub fn configmap(mut self) -> Self {
+        self.configmap = true;
+        self
     }
 
     pub fn policy(mut self, policy: &str) -> Self {
@@ -146,7 +169,13 @@ impl Builder {
             idp.set_raw(status, "down");
         }
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("policy.yaml"), &self.policy).unwrap();
+        if self.configmap {
+            configmap_write(dir.path(), &self.policy);
+            std::os::unix::fs::symlink("..data/policy.yaml", dir.path().join("policy.yaml"))
+                .unwrap();
+        } else {
+            std::fs::write(dir.path().join("policy.yaml"), &self.policy).unwrap();
+        }
         let vars: HashMap<String, String> = [
             ("UPSTREAM".to_string(), upstream.url()),
             ("JWKS_URI".to_string(), idp.url()),
@@ -167,6 +196,7 @@ impl Builder {
             tls: self.tls,
             limits: self.limits,
             log_format: LogFormat::Text,
+            reload: self.reload,
         };
         let running = app::start(&config, app).await.unwrap();
         if self.wait_keys {
@@ -283,6 +313,31 @@ impl Stack {
     /// Replaces the policy file.
     pub fn write_policy(&self, text: &str) {
         std::fs::write(self.dir.path().join("policy.yaml"), text).unwrap();
+    }
+
+    /// Updates a ConfigMap-style directory (see `Builder::configmap`) the
+    /// way the kubelet does.
+    pub fn configmap_update(&self, text: &str) {
+        configmap_write(self.dir.path(), text);
+    }
+}
+
+/// The kubelet's atomic update: the files go into a new hidden timestamped
+/// folder, a `..data_tmp` symlink to it is renamed over `..data` (one atomic
+/// rename), and the old folder is removed. The visible `policy.yaml` is a
+/// symlink through `..data` and never changes itself.
+fn configmap_write(dir: &std::path::Path, text: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = format!("..2026_11_22_{:06}", SEQ.fetch_add(1, Ordering::Relaxed));
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::create_dir(dir.join(&name)).unwrap();
+    std::fs::write(dir.join(&name).join("policy.yaml"), text).unwrap();
+    let _ = std::fs::remove_file(dir.join("..data_tmp"));
+    std::os::unix::fs::symlink(&name, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
     }
 }
 
