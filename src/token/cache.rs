@@ -123,6 +123,7 @@ mod tests {
     use crate::token::{verify, Issuer};
     use jsonwebtoken::Algorithm;
     use serde_json::json;
+    use std::sync::Arc;
     use std::time::Duration;
 
     async fn issuers(key: &SigningKey, dir: &tempfile::TempDir) -> Issuers {
