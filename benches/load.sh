@@ -13,10 +13,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
-fi
+bash scripts/install-deps.sh --bench
 cargo build --release --quiet
 port=$((20000 + RANDOM % 20000))
 out=$(mktemp)

@@ -299,6 +299,20 @@ impl Stack {
         send(&self.client, self.running().admin_addr, method, path, &[]).await
     }
 
+    /// GETs `http://{addr}{path}` with the stack's client: the body of a
+    /// 200, or `None` on any failure (for polling servers that are starting).
+    pub async fn client_get(&self, addr: SocketAddr, path: &str) -> Option<String> {
+        let req = Request::get(format!("http://{addr}{path}"))
+            .body(Empty::new())
+            .ok()?;
+        let resp = self.client.request(req).await.ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// Waits (up to 10 s) until the IdP has served `n` JWKS fetches.
     pub async fn wait_for_fetches(&self, n: usize) {
         tokio::time::timeout(Duration::from_secs(10), async {

@@ -1,0 +1,229 @@
+//! The metrics as Prometheus itself sees them: `promtool check metrics` on
+//! the exposition after real traffic, and a real Prometheus server scraping
+//! the admin listener. Both binaries come from Debian's `prometheus`
+//! package, which `scripts/test.sh` installs; `PROMETHEUS` and `PROMTOOL`
+//! may name other ones.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Stack;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+/// The path of `name` (or of the binary `$env` names); a clear failure when
+/// it is missing, never a silent pass.
+fn binary(name: &str, env: &str) -> String {
+    if let Ok(path) = std::env::var(env) {
+        return path;
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p.display().to_string(),
+        None => panic!(
+            "`{name}` is not installed: run the tests with `bash scripts/test.sh`, \
+             which installs Debian's prometheus package, or set {env}"
+        ),
+    }
+}
+
+/// Traffic that touches every kind of metric: allowed, denied, refused
+/// tokens, public routes, cache hits and misses.
+async fn traffic(stack: &Stack) {
+    let gold = stack.gold_token();
+    for _ in 0..3 {
+        assert_eq!(
+            stack.get_with_token("/orders/1", &gold).await.status,
+            StatusCode::OK
+        );
+    }
+    let free = stack.token(json!({"scope": "order", "subscription_level": "free"}));
+    assert_eq!(
+        stack.get_with_token("/orders/1", &free).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        stack.get_with_token("/me", "not.a.token").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(stack.get("/me", &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(stack.get("/healthz", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        stack.get("/nowhere", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_exposition() {
+    let promtool = binary("promtool", "PROMTOOL");
+    let stack = common::stack().await;
+    traffic(&stack).await;
+    let metrics = stack.admin("GET", "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert_eq!(
+        metrics.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    // Every family is there once traffic touched it.
+    for family in [
+        "claimgate_requests_total",
+        "claimgate_auth_failures_total",
+        "claimgate_policy_denials_total",
+        "claimgate_request_duration_seconds_bucket",
+        "claimgate_upstream_duration_seconds_bucket",
+        "claimgate_jwks_fetches_total",
+        "claimgate_jwks_keys",
+        "claimgate_jwks_last_success_timestamp_seconds",
+        "claimgate_token_cache_lookups_total",
+        "claimgate_config_reloads_total",
+        "claimgate_config_generation",
+    ] {
+        assert!(metrics.body.contains(family), "{family} missing");
+    }
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {said}");
+    assert!(said.trim().is_empty(), "promtool lint: {said}");
+}
+
+/// A Prometheus server on loopback, killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Self {
+        let bin = binary("prometheus", "PROMETHEUS");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 scrape_configs:\n  \
+                   - job_name: claimgate\n    \
+                     static_configs: [ {{ targets: [\"{target}\"] }} ]\n"
+            ),
+        )
+        .unwrap();
+        // A free port: bind, note, release.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let child = Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The single value of an instant query, if it has one yet.
+    async fn query(&self, stack: &Stack, promql: &str) -> Option<f64> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let path = format!("/api/v1/query?query={encoded}");
+        let resp = stack.client_get(self.addr, &path).await?;
+        let v: Value = serde_json::from_str(&resp).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits (30 s at most) until `promql` is at least `want`.
+    async fn wait_for(&self, stack: &Stack, promql: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.query(stack, promql).await;
+            if got.is_some_and(|g| g >= want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Prometheus: `{promql}` is {got:?}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_claimgate() {
+    let stack = common::stack().await;
+    let prometheus = Prometheus::start(stack.running().admin_addr);
+    prometheus
+        .wait_for(&stack, r#"up{job="claimgate"}"#, 1.0)
+        .await;
+
+    let token = stack.token(json!({}));
+    for _ in 0..5 {
+        assert_eq!(
+            stack.get_with_token("/me", &token).await.status,
+            StatusCode::OK
+        );
+    }
+    let allowed = r#"sum(claimgate_requests_total{route="any-user",decision="allowed"})"#;
+    prometheus.wait_for(&stack, allowed, 5.0).await;
+    // The counters move with the traffic.
+    for _ in 0..5 {
+        assert_eq!(
+            stack.get_with_token("/me", &token).await.status,
+            StatusCode::OK
+        );
+    }
+    prometheus.wait_for(&stack, allowed, 10.0).await;
+    prometheus
+        .wait_for(&stack, r#"claimgate_jwks_keys{issuer="test"}"#, 1.0)
+        .await;
+}
