@@ -100,16 +100,63 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     .await
     .expect("ready");
 
+    // SIGHUP reloads; a broken file is refused with its file and line in
+    // the log, and the old policy keeps serving.
+    let policy_file = dir.path().join("policies/policy.yaml");
+    std::fs::write(
+        &policy_file,
+        common::POLICY.replace(
+            "upstream: app\n    public: true",
+            "upstream: gone\n    public: true",
+        ),
+    )
+    .unwrap();
+    signal("-HUP", pid);
+    let reloads = |result: &'static str| {
+        let get = &get;
+        async move {
+            let body = get(admin, "/metrics", None).await.body;
+            let line = format!("claimgate_config_reloads_total{{result=\"{result}\"}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        }
+    };
+    wait_until("the failed SIGHUP reload", || async {
+        reloads("failure").await == 1
+    })
+    .await;
+    assert_eq!(get(addr, "/healthz", None).await.status, StatusCode::OK);
+    std::fs::write(&policy_file, common::POLICY).unwrap();
+    signal("-HUP", pid);
+    wait_until("the SIGHUP reload", || async {
+        reloads("success").await == 2
+    })
+    .await;
+    while let Ok(line) = lines.try_recv() {
+        log.push(line);
+    }
+    let refusal = log
+        .iter()
+        .find(|l| l.contains("policy reload refused"))
+        .unwrap_or_else(|| panic!("no refusal logged: {log:#?}"));
+    assert!(
+        refusal.contains(&format!("{}:", policy_file.display())),
+        "{refusal}"
+    );
+    assert!(refusal.contains("`gone`"), "{refusal}");
+
     let token = key.sign(&common::claims(json!({})));
+    let before = upstream.count();
     let slow = tokio::spawn(get(addr, "/slow/2500", Some(token.clone())));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(upstream.count(), 0, "the slow request is still upstream");
+    assert_eq!(
+        upstream.count(),
+        before,
+        "the slow request is still upstream"
+    );
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal("-TERM", pid);
     // Unready at once...
     tokio::time::timeout(Duration::from_secs(1), async {
         while get(admin, "/readyz", None).await.status != StatusCode::SERVICE_UNAVAILABLE {
@@ -153,4 +200,24 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let all = log.join("\n");
     assert!(!all.contains(&token), "a token reached the log");
     assert!(!all.contains(token.split('.').nth(2).unwrap()));
+}
+
+fn signal(which: &str, pid: u32) {
+    let kill = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
