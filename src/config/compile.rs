@@ -10,13 +10,18 @@ use http::Method;
 use jsonwebtoken::Algorithm;
 use serde_saphyr::Spanned;
 
-use super::docs::{origin, IssuerDoc, PolicyDoc, RouteDoc, RuleDoc};
+use super::docs::{
+    origin, IssuerDoc, LevelsRef, NeedDoc, PolicyDoc, RouteDoc, RuleDoc, TenantNeedDoc,
+};
 use super::error::{ConfigErrors, Origin};
 use super::yaml::{self, Vars};
 use crate::forward::{HeaderTemplate, OwnedHeaders};
 use crate::jwks::keys::ASYMMETRIC;
 use crate::jwks::{JwksStore, KeySource, Refresh};
 use crate::policy::route::{param_names, parse_template};
+use crate::policy::rule::{
+    ClaimLocations, Cmp, Need, Operand, RequestValue, TenantFrom, TenantKind,
+};
 use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment};
 use crate::snapshot::{Snapshot, Upstream};
 use crate::token::{Issuer, Issuers};
@@ -111,6 +116,7 @@ pub fn compile(
         upstreams: BTreeMap::new(),
         defaults: Vec::new(),
         prefixes: Vec::new(),
+        levels: BTreeMap::new(),
     };
     // Issuers and upstreams first: routes refer to them by name.
     for (file, doc) in &mut docs {
@@ -122,6 +128,9 @@ pub fn compile(
         }
         for p in std::mem::take(&mut doc.reserved_header_prefixes) {
             c.prefixes.push(p.value.to_ascii_lowercase());
+        }
+        for (name, list) in std::mem::take(&mut doc.levels) {
+            c.levels_entry(file, name, list);
         }
     }
     if c.untrusted.is_empty() {
@@ -191,6 +200,8 @@ struct Compiler {
     upstreams: BTreeMap<String, (Origin, Arc<Upstream>)>,
     defaults: Vec<HeaderTemplate>,
     prefixes: Vec<String>,
+    /// Named `at_least` orders from every file's `levels:`.
+    levels: BTreeMap<String, Arc<Vec<String>>>,
 }
 
 impl Compiler {
@@ -296,6 +307,29 @@ impl Compiler {
                 .unknown_kid_cooldown
                 .unwrap_or(DEFAULT_UNKNOWN_KID_COOLDOWN),
         };
+        let mut texts = doc.profile.locations();
+        let c = doc.claims;
+        let set = |slot: &mut String, v: Option<String>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut texts.roles, c.roles);
+        set(&mut texts.permissions, c.permissions);
+        set(&mut texts.tenants, c.tenants);
+        set(&mut texts.tenant_roles, c.tenant_roles);
+        set(&mut texts.tenant_permissions, c.tenant_permissions);
+        set(&mut texts.current_tenant, c.current_tenant);
+        if let Some(scope) = c.scope {
+            texts.scopes = scope.into_vec();
+        }
+        let locations = match ClaimLocations::compile(&texts, &untrusted) {
+            Ok(l) => l,
+            Err(e) => {
+                self.errs.push(at, format!("issuer `{name}`: claims: {e}"));
+                return;
+            }
+        };
         let keys = stores(&name, &source, &algorithms, refresh);
         self.issuers.insert(Issuer {
             name,
@@ -304,8 +338,26 @@ impl Compiler {
             algorithms,
             leeway: leeway.as_secs(),
             untrusted_claims: untrusted,
+            profile: doc.profile,
+            locations,
             keys,
         });
+    }
+
+    fn levels_entry(&mut self, file: &Path, name: String, list: Spanned<Vec<String>>) {
+        let at = origin(file, &list);
+        let mut seen = std::collections::BTreeSet::new();
+        if list.value.is_empty() || !list.value.iter().all(|l| seen.insert(l)) {
+            self.errs.push(
+                at,
+                format!("levels `{name}`: a non-empty list of distinct names, lowest first"),
+            );
+        } else if self.levels.contains_key(&name) {
+            self.errs
+                .push(at, format!("levels `{name}` are defined twice"));
+        } else {
+            self.levels.insert(name, Arc::new(list.value));
+        }
     }
 
     fn upstream(&mut self, file: &Path, name: String, url: Spanned<String>) {
@@ -398,7 +450,8 @@ impl Compiler {
                 ctx("a public route cannot have an `allow` rule".into()),
             );
         }
-        let allow = doc.allow.and_then(|r| self.rule(file, &r));
+        let params = segments.as_deref().map(param_names).unwrap_or_default();
+        let allow = doc.allow.and_then(|r| self.rule(file, &r, &params));
         // Defaults first; a route's own template replaces a default of the same name.
         let mut forward: Vec<HeaderTemplate> = Vec::new();
         if !doc.public {
@@ -421,7 +474,6 @@ impl Compiler {
             return None;
         }
         let segments = segments?;
-        let params = param_names(&segments);
         let route = Route {
             name,
             template: doc.matcher.path,
@@ -438,73 +490,214 @@ impl Compiler {
         Some((segments, route))
     }
 
-    fn rule(&mut self, file: &Path, doc: &Spanned<RuleDoc>) -> Option<Rule> {
+    fn rule(&mut self, file: &Path, doc: &Spanned<RuleDoc>, params: &[String]) -> Option<Rule> {
         let at = origin(file, doc);
         let d = &doc.value;
-        let count = |set: &[bool]| set.iter().filter(|b| **b).count();
-        let ops = count(&[
-            d.equals.is_some(),
-            d.one_of.is_some(),
-            d.contains.is_some(),
-            d.exists.is_some(),
+        let set = |list: &[(&'static str, bool)]| -> Vec<&'static str> {
+            list.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect()
+        };
+        let forms = set(&[
+            ("all", d.all.is_some()),
+            ("any", d.any.is_some()),
+            ("not", d.not.is_some()),
+            ("claim", d.claim.is_some()),
+            ("role", d.role.is_some()),
+            ("permission", d.permission.is_some()),
+            ("scope", d.scope.is_some()),
+            ("tenant_role", d.tenant_role.is_some()),
+            ("tenant_permission", d.tenant_permission.is_some()),
         ]);
-        let forms = count(&[
-            d.all.is_some(),
-            d.any.is_some(),
-            d.not.is_some(),
-            d.claim.is_some(),
-            d.scope.is_some(),
+        let ops = set(&[
+            ("equals", d.equals.is_some()),
+            ("in", d.one_of.is_some()),
+            ("contains", d.contains.is_some()),
+            ("contains_any", d.contains_any.is_some()),
+            ("contains_all", d.contains_all.is_some()),
+            ("exists", d.exists.is_some()),
+            ("matches", d.matches.is_some()),
+            ("gt", d.gt.is_some()),
+            ("gte", d.gte.is_some()),
+            ("lt", d.lt.is_some()),
+            ("lte", d.lte.is_some()),
+            ("at_least", d.at_least.is_some()),
         ]);
-        if forms != 1 {
-            self.errs.push(at, "a rule is exactly one of `all`, `any`, `not`, `claim` (with one operator) or `scope`");
+        if forms.len() != 1 {
+            let found = if forms.is_empty() {
+                "none".to_string()
+            } else {
+                forms.join(", ")
+            };
+            self.errs.push(at, format!("a rule is exactly one of `all`, `any`, `not`, `claim` (with one operator), `role`, `permission`, `scope`, `tenant_role`, `tenant_permission` (found: {found})"));
             return None;
         }
-        if ops > 0 && d.claim.is_none() {
-            self.errs.push(
-                at,
-                "`equals`, `in`, `contains` and `exists` go with `claim`",
-            );
+        if d.claim.is_none() && !ops.is_empty() {
+            self.errs
+                .push(at, format!("`{}` goes with `claim`", ops.join("`, `")));
+            return None;
+        }
+        if d.levels.is_some() && d.at_least.is_none() {
+            self.errs.push(at, "`levels` goes with `at_least`");
             return None;
         }
         let many = |c: &mut Self, list: &[Spanned<RuleDoc>]| -> Option<Vec<Rule>> {
-            let rules: Vec<Option<Rule>> = list.iter().map(|r| c.rule(file, r)).collect();
+            let rules: Vec<Option<Rule>> = list.iter().map(|r| c.rule(file, r, params)).collect();
             rules.into_iter().collect()
         };
-        if let Some(list) = &d.all {
-            return many(self, list).map(Rule::All);
+        match forms[0] {
+            "all" => many(self, d.all.as_deref()?).map(Rule::All),
+            "any" => many(self, d.any.as_deref()?).map(Rule::Any),
+            "not" => self
+                .rule(file, d.not.as_deref()?, params)
+                .map(|r| Rule::Not(Box::new(r))),
+            "role" => self.need(&at, "role", d.role.as_ref()?).map(Rule::Role),
+            "permission" => self
+                .need(&at, "permission", d.permission.as_ref()?)
+                .map(Rule::Permission),
+            "scope" => self.need(&at, "scope", d.scope.as_ref()?).map(Rule::Scope),
+            "tenant_role" => self.tenant(&at, TenantKind::Roles, d.tenant_role.as_ref()?, params),
+            "tenant_permission" => self.tenant(
+                &at,
+                TenantKind::Permissions,
+                d.tenant_permission.as_ref()?,
+                params,
+            ),
+            _ => self.claim_rule(at, d, &ops, params),
         }
-        if let Some(list) = &d.any {
-            return many(self, list).map(Rule::Any);
-        }
-        if let Some(inner) = &d.not {
-            return self.rule(file, inner).map(|r| Rule::Not(Box::new(r)));
-        }
-        if let Some(scope) = &d.scope {
-            return Some(Rule::Scope(scope.clone()));
-        }
+    }
+
+    fn claim_rule(
+        &mut self,
+        at: Origin,
+        d: &RuleDoc,
+        ops: &[&str],
+        params: &[String],
+    ) -> Option<Rule> {
         let text = d.claim.as_deref().unwrap_or_default();
-        let path = match ClaimPath::compile(text, &self.untrusted) {
-            Ok(p) => p,
-            Err(e) => {
-                self.errs.push(at, e);
-                return None;
+        let path = ClaimPath::compile(text, &self.untrusted)
+            .map_err(|e| self.errs.push(at.clone(), e))
+            .ok()?;
+        if ops.len() != 1 {
+            self.errs.push(
+                at,
+                format!("claim `{text}` needs exactly one operator: `equals`, `in`, `contains`, `contains_any`, `contains_all`, `exists`, `matches`, `gt`, `gte`, `lt`, `lte` or `at_least`"),
+            );
+            return None;
+        }
+        let mut fail = |m: String| {
+            self.errs.push(at.clone(), format!("claim `{text}`: {m}"));
+        };
+        let operand = |v: &serde_json::Value| -> Result<Operand, String> {
+            match v {
+                serde_json::Value::String(s) => Ok(match RequestValue::parse(s, params)? {
+                    Some(r) => Operand::Request(r),
+                    None => Operand::Literal(v.clone()),
+                }),
+                _ => Ok(Operand::Literal(v.clone())),
             }
         };
-        let op = match (&d.equals, &d.one_of, &d.contains, d.exists) {
-            (Some(v), None, None, None) => Op::Equals(v.clone()),
-            (None, Some(v), None, None) => Op::In(v.clone()),
-            (None, None, Some(v), None) => Op::Contains(v.clone()),
-            (None, None, None, Some(b)) => Op::Exists(b),
+        let non_empty = |name: &str, v: &Vec<serde_json::Value>| {
+            if v.is_empty() {
+                Err(format!("`{name}` needs at least one value"))
+            } else {
+                Ok(v.clone())
+            }
+        };
+        let op = match ops[0] {
+            "equals" => operand(d.equals.as_ref()?).map(Op::Equals),
+            "in" => non_empty("in", d.one_of.as_ref()?).map(Op::In),
+            "contains" => operand(d.contains.as_ref()?).map(Op::Contains),
+            "contains_any" => {
+                non_empty("contains_any", d.contains_any.as_ref()?).map(Op::ContainsAny)
+            }
+            "contains_all" => {
+                non_empty("contains_all", d.contains_all.as_ref()?).map(Op::ContainsAll)
+            }
+            "exists" => Ok(Op::Exists(d.exists?)),
+            "matches" => {
+                let re = d.matches.as_deref()?;
+                regex::RegexBuilder::new(&format!("^(?:{re})$"))
+                    .size_limit(1 << 20)
+                    .build()
+                    .map(Op::Matches)
+                    .map_err(|e| format!("`{re}` is not a regex: {e}"))
+            }
+            "gt" => Ok(Op::Compare(Cmp::Gt, d.gt?)),
+            "gte" => Ok(Op::Compare(Cmp::Gte, d.gte?)),
+            "lt" => Ok(Op::Compare(Cmp::Lt, d.lt?)),
+            "lte" => Ok(Op::Compare(Cmp::Lte, d.lte?)),
             _ => {
-                self.errs.push(
-                    at,
-                    format!(
-                        "claim `{text}` needs exactly one of `equals`, `in`, `contains`, `exists`"
+                let level = d.at_least.as_deref()?;
+                let levels = match &d.levels {
+                    None => Err(
+                        "`at_least` needs `levels`: a name from the file's `levels` or a list"
+                            .to_string(),
                     ),
-                );
-                return None;
+                    Some(LevelsRef::Named(name)) => {
+                        self.levels.get(name).cloned().ok_or_else(|| {
+                            format!("levels `{name}` are not defined (top-level `levels:`)")
+                        })
+                    }
+                    Some(LevelsRef::Inline(list)) => Ok(Arc::new(list.clone())),
+                };
+                levels.and_then(|levels| match levels.iter().position(|l| l == level) {
+                    Some(rank) => Ok(Op::AtLeast { levels, rank }),
+                    None => Err(format!("`{level}` is not one of the levels {levels:?}")),
+                })
             }
         };
-        Some(Rule::Claim { path, op })
+        match op {
+            Ok(op) => Some(Rule::Claim { path, op }),
+            Err(e) => {
+                fail(e);
+                None
+            }
+        }
+    }
+
+    /// `admin`, `{any_of: [...]}` or `{all_of: [...]}`.
+    fn need(&mut self, at: &Origin, what: &str, doc: &NeedDoc) -> Option<Need> {
+        let need = match doc {
+            NeedDoc::One(s) => Ok(Need::AnyOf(vec![s.clone()])),
+            NeedDoc::Set(set) => need_set(&set.any_of, &set.all_of),
+        };
+        need.map_err(|e| self.errs.push(at.clone(), format!("`{what}`: {e}")))
+            .ok()
+    }
+
+    fn tenant(
+        &mut self,
+        at: &Origin,
+        kind: TenantKind,
+        doc: &TenantNeedDoc,
+        params: &[String],
+    ) -> Option<Rule> {
+        let what = match kind {
+            TenantKind::Roles => "tenant_role",
+            TenantKind::Permissions => "tenant_permission",
+        };
+        let tenant = if doc.tenant == "current" {
+            Ok(TenantFrom::Current)
+        } else {
+            RequestValue::parse(&doc.tenant, params).map(|r| match r {
+                Some(r) => TenantFrom::Request(r),
+                None => TenantFrom::Literal(doc.tenant.clone()),
+            })
+        };
+        let need = need_set(&doc.any_of, &doc.all_of);
+        match (tenant, need) {
+            (Ok(tenant), Ok(need)) => Some(Rule::Tenant { kind, tenant, need }),
+            (Err(e), _) | (_, Err(e)) => {
+                self.errs.push(at.clone(), format!("`{what}`: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn need_set(any_of: &Option<Vec<String>>, all_of: &Option<Vec<String>>) -> Result<Need, String> {
+    match (any_of, all_of) {
+        (Some(v), None) if !v.is_empty() => Ok(Need::AnyOf(v.clone())),
+        (None, Some(v)) if !v.is_empty() => Ok(Need::AllOf(v.clone())),
+        _ => Err("give exactly one of `any_of` and `all_of`, with at least one name".into()),
     }
 }

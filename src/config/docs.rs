@@ -12,6 +12,7 @@ use serde_saphyr::Spanned;
 use super::duration;
 use super::error::{ConfigErrors, Origin};
 use super::{Limits, ProcessConfig, ReloadSettings, TlsFiles};
+use crate::token::Profile;
 
 // === process file ===
 
@@ -197,6 +198,10 @@ pub struct PolicyDoc {
     pub reserved_header_prefixes: Vec<Spanned<String>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteDoc>>,
+    /// Named orders for `at_least`, lowest first:
+    /// `subscription: [free, silver, gold, platinum]`.
+    #[serde(default)]
+    pub levels: BTreeMap<String, Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +226,25 @@ pub struct IssuerDoc {
     #[serde(default, deserialize_with = "duration::option")]
     pub unknown_kid_cooldown: Option<Duration>,
     pub untrusted_claims: Option<Vec<String>>,
+    /// Where the IdP keeps roles, tenants, scopes; and its token checks.
+    #[serde(default)]
+    pub profile: Profile,
+    /// Overrides of the profile's claim locations.
+    #[serde(default)]
+    pub claims: ClaimsDoc,
+}
+
+/// Claim locations, each a JSONPath (tenant keys are member names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsDoc {
+    pub roles: Option<String>,
+    pub permissions: Option<String>,
+    pub scope: Option<OneOrMany>,
+    pub tenants: Option<String>,
+    pub tenant_roles: Option<String>,
+    pub tenant_permissions: Option<String>,
+    pub current_tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,5 +306,55 @@ pub struct RuleDoc {
     pub one_of: Option<Vec<serde_json::Value>>,
     pub contains: Option<serde_json::Value>,
     pub exists: Option<bool>,
-    pub scope: Option<String>,
+    pub contains_any: Option<Vec<serde_json::Value>>,
+    pub contains_all: Option<Vec<serde_json::Value>>,
+    /// A regex the whole string claim must match.
+    pub matches: Option<String>,
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
+    /// A level name; with `levels`, a name from the file's `levels` or a list.
+    pub at_least: Option<String>,
+    pub levels: Option<LevelsRef>,
+    pub role: Option<NeedDoc>,
+    pub permission: Option<NeedDoc>,
+    pub scope: Option<NeedDoc>,
+    pub tenant_role: Option<TenantNeedDoc>,
+    pub tenant_permission: Option<TenantNeedDoc>,
+}
+
+/// `admin`, `{any_of: [a, b]}` or `{all_of: [a, b]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NeedDoc {
+    One(String),
+    Set(NeedSetDoc),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeedSetDoc {
+    pub any_of: Option<Vec<String>>,
+    pub all_of: Option<Vec<String>>,
+}
+
+/// `{tenant: "{tenant}", any_of: [admin, analyst]}`; `tenant` is a request
+/// value (`{param}`, `{header:Name}`), `current` for the current-tenant
+/// claim, or a literal tenant id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantNeedDoc {
+    pub tenant: String,
+    pub any_of: Option<Vec<String>>,
+    pub all_of: Option<Vec<String>>,
+}
+
+/// The order `at_least` compares in: a name from the file's `levels`, or
+/// the list itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LevelsRef {
+    Named(String),
+    Inline(Vec<String>),
 }

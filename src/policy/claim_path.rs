@@ -14,6 +14,13 @@ pub struct ClaimPath {
     kind: Kind,
 }
 
+/// Two paths are equal when their texts are.
+impl PartialEq for ClaimPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     Members(Vec<String>),

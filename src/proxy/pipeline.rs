@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -21,6 +21,7 @@ use super::Body;
 use crate::app::App;
 use crate::forward;
 use crate::jwks::unix_now;
+use crate::policy::rule::{Ctx, NoTrace, RequestFacts, Tracer};
 use crate::policy::{canonical_segments, Route};
 use crate::snapshot::Snapshot;
 use crate::token::{self, Issuer, TokenError};
@@ -167,21 +168,19 @@ async fn proxy<'s>(
         if !was_cached {
             app.token_cache.insert(token, &verified, now);
         }
-        let claims = verified.claims.root();
-        if let Some(rule) = &route.allow {
-            if !rule.eval(claims) {
-                return Err(Rejection::Denied);
-            }
-        }
-
-        // inject: render every header first, so a bad value refuses the
-        // whole request rather than sending some headers.
-        let mut rendered = Vec::with_capacity(route.forward.len());
-        for t in &route.forward {
-            if let Some(v) = t.render(claims).map_err(Rejection::Render)? {
-                rendered.push((t.name.clone(), v));
-            }
-        }
+        let facts = RequestFacts {
+            method: req.method(),
+            host: &host,
+            params: &matched.params,
+            headers: req.headers(),
+        };
+        let rendered = authorize(
+            route,
+            verified.claims.root(),
+            &verified.issuer,
+            &facts,
+            &mut NoTrace,
+        )?;
         let headers = req.headers_mut();
         if !route.pass_authorization {
             headers.remove(AUTHORIZATION);
@@ -218,6 +217,36 @@ async fn proxy<'s>(
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     Ok((Response::from_parts(parts, body.boxed()), decision))
+}
+
+/// The decide and inject stages for a verified token: the route's rule over
+/// the claims and the request, then every header rendered. All headers are
+/// rendered before any is set, so a bad value refuses the whole request.
+/// `explain` and `claimgate test` call this same function with a tracer.
+pub fn authorize<T: Tracer>(
+    route: &Route,
+    claims: &serde_json::Value,
+    issuer: &Issuer,
+    request: &RequestFacts<'_>,
+    trace: &mut T,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
+    if let Some(rule) = &route.allow {
+        let ctx = Ctx {
+            claims,
+            at: &issuer.locations,
+            request,
+        };
+        if !rule.eval_with(&ctx, trace, 0) {
+            return Err(Rejection::Denied);
+        }
+    }
+    let mut rendered = Vec::with_capacity(route.forward.len());
+    for t in &route.forward {
+        if let Some(v) = t.render(claims).map_err(Rejection::Render)? {
+            rendered.push((t.name.clone(), v));
+        }
+    }
+    Ok(rendered)
 }
 
 /// The request's host: lowercase, without port or trailing dot (rule 16).

@@ -150,6 +150,12 @@ mod tests {
             algorithms: vec![key.alg],
             leeway: 0,
             untrusted_claims: vec![],
+            profile: crate::token::Profile::Generic,
+            locations: crate::policy::rule::ClaimLocations::compile(
+                &crate::token::Profile::Generic.locations(),
+                &[],
+            )
+            .unwrap(),
             keys: store,
         });
         issuers

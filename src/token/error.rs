@@ -37,6 +37,9 @@ pub enum TokenError {
     MissingClaim(&'static str),
     #[error("claim `{0}` has the wrong type")]
     InvalidClaim(&'static str),
+    /// Not the kind of token the issuer's profile accepts (`typ`, `drn`).
+    #[error("not an accepted kind of token (`{0}`)")]
+    WrongType(&'static str),
 }
 
 impl TokenError {
@@ -59,6 +62,7 @@ impl TokenError {
             TokenError::WrongAudience => "wrong_audience",
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::InvalidClaim(_) => "invalid_claim",
+            TokenError::WrongType(_) => "wrong_token_type",
         }
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 
+use super::Profile;
 use crate::jwks::JwksStore;
+use crate::policy::rule::ClaimLocations;
 
 /// One trusted token issuer.
 pub struct Issuer {
@@ -21,6 +23,9 @@ pub struct Issuer {
     pub leeway: u64,
     /// Top-level claims a client could have set; removed before policy.
     pub untrusted_claims: Vec<String>,
+    pub profile: Profile,
+    /// Where the shorthands (`role`, `tenant_role`, ...) read.
+    pub locations: ClaimLocations,
     pub keys: Arc<JwksStore>,
 }
 
@@ -35,6 +40,8 @@ impl Issuer {
             && self.algorithms == other.algorithms
             && self.leeway == other.leeway
             && self.untrusted_claims == other.untrusted_claims
+            && self.profile == other.profile
+            && self.locations == other.locations
             && Arc::ptr_eq(&self.keys, &other.keys)
     }
 }

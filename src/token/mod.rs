@@ -6,10 +6,12 @@ pub mod error;
 pub mod extract;
 pub mod issuer;
 pub mod json;
+pub mod profile;
 pub mod verify;
 
 pub use cache::TokenCache;
 pub use error::TokenError;
 pub use extract::ExtractError;
 pub use issuer::{Issuer, Issuers};
+pub use profile::Profile;
 pub use verify::{verify, Claims, Refused, Verified};

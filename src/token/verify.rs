@@ -163,6 +163,19 @@ pub fn verify(
     }
     let key_fingerprint = good.ok_or_else(|| fail(TokenError::BadSignature))?;
 
+    // The profile's token kind: RFC 9068 `typ`, Descope `drn`.
+    if let Some(want) = issuer.profile.required_typ() {
+        let typ = header.get("typ").and_then(Value::as_str).unwrap_or("");
+        let typ = typ.to_ascii_lowercase();
+        if typ.strip_prefix("application/").unwrap_or(&typ) != want {
+            return Err(fail(TokenError::WrongType("typ")));
+        }
+    }
+    for (name, want) in issuer.profile.required_claims() {
+        if payload.get(*name).and_then(Value::as_str) != Some(*want) {
+            return Err(fail(TokenError::WrongType(name)));
+        }
+    }
     let exp = check_claims(&payload, issuer, now).map_err(fail)?;
     // Rule 8: claims a client could have set never reach policy or headers.
     for name in &issuer.untrusted_claims {
