@@ -352,11 +352,17 @@ impl Compiler {
                 at,
                 format!("levels `{name}`: a non-empty list of distinct names, lowest first"),
             );
-        } else if self.levels.contains_key(&name) {
-            self.errs
-                .push(at, format!("levels `{name}` are defined twice"));
         } else {
-            self.levels.insert(name, Arc::new(list.value));
+            match self.levels.entry(name) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    let name = e.key();
+                    self.errs
+                        .push(at, format!("levels `{name}` are defined twice"));
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(Arc::new(list.value));
+                }
+            }
         }
     }
 
