@@ -2,7 +2,9 @@
 //! - verify: claimgate's whole verification and a verified-token cache hit
 //!   vs the bare signature check (jsonwebtoken's crypto::verify) of the same
 //!   token;
-//! - decide: the demo's `orders-read` rule over realistic claims;
+//! - decide: the demo's `orders-read` rule, and a tenant rule (tenant from
+//!   the path looked up in the tenant map, levels, scope, regex), over
+//!   realistic claims;
 //! - route: lookup among 10 vs 1,000 routes;
 //! - inject: rendering five headers.
 //!
@@ -17,6 +19,7 @@ use claimgate::config::{compile, PolicySource};
 use claimgate::demo::keys::{jwks, SigningKey};
 use claimgate::jwks::{Fetcher, JwksStore, KeySource};
 use claimgate::metrics::Metrics;
+use claimgate::policy::rule::{Ctx, RequestFacts};
 use claimgate::snapshot::Snapshot;
 use criterion::{criterion_group, criterion_main, Criterion};
 use jsonwebtoken::Algorithm;
@@ -124,9 +127,74 @@ fn decide_and_inject(c: &mut Criterion) {
     let route = m.route.clone();
     let claims = claims();
     let rule = route.allow.as_ref().unwrap();
-    assert!(rule.eval(&claims));
+    let issuer = snap.issuers.by_name("demo").unwrap();
+    let headers = http::HeaderMap::new();
+    let facts = RequestFacts {
+        method: &http::Method::GET,
+        host: "api",
+        params: &m.params,
+        headers: &headers,
+    };
+    let ctx = Ctx {
+        claims: &claims,
+        at: &issuer.locations,
+        request: &facts,
+    };
+    assert!(rule.eval(&ctx));
     c.bench_function("decide/orders_read_rule", |b| {
-        b.iter(|| rule.eval(black_box(&claims)))
+        b.iter(|| rule.eval(black_box(&ctx)))
+    });
+
+    // A realistic tenant policy: nested claims, the tenant from the path
+    // looked up in the tenant map, levels, a scope, a regex.
+    let tenant_policy = format!(
+        "{}{}",
+        routes(0),
+        r#"levels:
+  plan: [free, silver, gold, platinum]
+routes:
+  - name: tenant-reports
+    match: { path: "/tenants/{tenant}/reports/**" }
+    upstream: u
+    allow:
+      any:
+        - role: { any_of: [superadmin, support] }
+        - all:
+            - tenant_role: { tenant: "{tenant}", any_of: [admin, analyst] }
+            - claim: $.subscription_level
+              at_least: gold
+              levels: plan
+            - scope: order
+            - claim: $.metadata.region
+              matches: "eu-[a-z]+"
+"#
+    )
+    .replace("routes:\nlevels:", "levels:");
+    let snap = snapshot(&tenant_policy, &[&es], &dir);
+    let segments: Vec<String> = ["tenants", "acme", "reports", "q3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let m = snap
+        .router
+        .find("api", &http::Method::GET, &segments)
+        .unwrap();
+    let rule = m.route.allow.as_ref().unwrap();
+    let issuer = snap.issuers.by_name("demo").unwrap();
+    let facts = RequestFacts {
+        method: &http::Method::GET,
+        host: "api",
+        params: &m.params,
+        headers: &headers,
+    };
+    let ctx = Ctx {
+        claims: &claims,
+        at: &issuer.locations,
+        request: &facts,
+    };
+    assert!(rule.eval(&ctx));
+    c.bench_function("decide/tenant_reports_rule", |b| {
+        b.iter(|| rule.eval(black_box(&ctx)))
     });
     assert_eq!(route.forward.len(), 5);
     c.bench_function("inject/render_5_headers", |b| {

@@ -353,14 +353,15 @@ impl Rule {
                     Found::One(Value::Object(map)) => map.get(id)?.get(key.as_str()),
                     _ => None,
                 });
-                let items = strings(list, false);
                 if T::ENABLED {
                     found = Some(match id {
                         None => "no tenant id in the request or claims".to_string(),
-                        Some(id) => format!("tenant {id:?}: {}", describe_items(&items)),
+                        Some(id) => {
+                            format!("tenant {id:?}: {}", describe_items(&strings(list, false)))
+                        }
                     });
                 }
-                need.holds(&items)
+                need.holds(|want| list.is_some_and(|l| list_has(l, false, want)))
             }
         };
         t.close(step, held, found);
@@ -394,6 +395,7 @@ impl Rule {
 }
 
 /// A list shorthand: the strings at `paths` (merged) satisfy `need`.
+/// Allocates nothing unless tracing.
 fn list_rule(
     need: &Need,
     paths: &[ClaimPath],
@@ -402,23 +404,40 @@ fn list_rule(
     found: &mut Option<String>,
     tracing: bool,
 ) -> bool {
-    let mut items = Vec::new();
-    for p in paths {
-        if let Found::One(v) = p.find(ctx.claims) {
-            items.extend(strings(Some(v), split));
-        }
-    }
     if tracing {
+        let mut items = Vec::new();
+        for p in paths {
+            if let Found::One(v) = p.find(ctx.claims) {
+                items.extend(strings(Some(v), split));
+            }
+        }
         *found = Some(describe_items(&items));
     }
-    need.holds(&items)
+    need.holds(|want| {
+        paths.iter().any(|p| match p.find(ctx.claims) {
+            Found::One(v) => list_has(v, split, want),
+            _ => false,
+        })
+    })
+}
+
+/// Whether a list claim holds `want`: an array's string items, or one string
+/// (split on spaces when `split`, as OAuth scopes are). Anything else: no.
+fn list_has(v: &Value, split: bool, want: &str) -> bool {
+    match v {
+        Value::Array(items) => items.iter().any(|x| x.as_str() == Some(want)),
+        Value::String(s) if split => s.split(' ').any(|s| s == want),
+        Value::String(s) => s == want,
+        _ => false,
+    }
 }
 
 impl Need {
-    fn holds(&self, items: &[&str]) -> bool {
+    /// Whether the names `has` says are present satisfy the need.
+    fn holds(&self, has: impl Fn(&str) -> bool) -> bool {
         match self {
-            Need::AnyOf(want) => want.iter().any(|w| items.contains(&w.as_str())),
-            Need::AllOf(want) => want.iter().all(|w| items.contains(&w.as_str())),
+            Need::AnyOf(want) => want.iter().any(|w| has(w)),
+            Need::AllOf(want) => want.iter().all(|w| has(w)),
         }
     }
 }
@@ -433,8 +452,7 @@ impl std::fmt::Display for Need {
     }
 }
 
-/// The strings of a list claim: an array's string items, or one string
-/// (split on spaces when `split`, as OAuth scopes are). Anything else: none.
+/// The strings of a list claim, as [`list_has`] reads it (for traces).
 fn strings(v: Option<&Value>, split: bool) -> Vec<&str> {
     match v {
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
