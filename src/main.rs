@@ -1,4 +1,4 @@
-//! The claimgate command line: `run`, `demo`, `validate`.
+//! The claimgate command line: `run`, `demo`, `validate`, `explain`, `test`.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use claimgate::config::{EnvVars, LogFormat, PolicySource, ProcessConfig};
+use claimgate::explain::{Case, Credential};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -39,6 +40,39 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show what claimgate would do with one request: the route, the rule's
+    /// trace, the decision and the headers the upstream would get.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The request, e.g. "GET /orders/7".
+        #[arg(long)]
+        request: String,
+        /// A token to verify (the issuer's keys are fetched first).
+        #[arg(long, conflicts_with = "claims")]
+        token: Option<String>,
+        /// Claims as JSON, taken as verified (offline; no signature check).
+        #[arg(long)]
+        claims: Option<String>,
+        /// The issuer the claims are for; else by their `iss`, else the only one.
+        #[arg(long, requires = "claims")]
+        issuer: Option<String>,
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        /// A request header, "Name: value"; repeatable.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run policy tests: YAML files of requests and expected decisions.
+    /// Exits 1 when any case fails.
+    Test {
+        /// Test files, or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -70,6 +104,43 @@ fn main() -> ExitCode {
                 admin_listen,
             } => demo(listen, admin_listen).await,
             Command::Validate { config } => validate(config),
+            Command::Explain {
+                config,
+                request,
+                token,
+                claims,
+                issuer,
+                host,
+                headers,
+                json,
+            } => {
+                let credential = match (token, claims) {
+                    (Some(t), _) => Ok(Credential::Token(t)),
+                    (None, Some(c)) => match serde_json::from_str(&c) {
+                        Ok(serde_json::Value::Object(claims)) => {
+                            Ok(Credential::Claims { claims, issuer })
+                        }
+                        _ => Err("--claims must be a JSON object".to_string()),
+                    },
+                    (None, None) => Ok(Credential::Headers),
+                };
+                match credential {
+                    Ok(c) => explain(config, request, c, host, headers, json).await,
+                    Err(e) => {
+                        eprintln!("claimgate explain: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Command::Test { paths } => {
+                let report = claimgate::policy_test::run(&paths).await;
+                print!("{}", report.output);
+                if report.success() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
         }
     })
 }
@@ -117,6 +188,63 @@ fn validate(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn explain(
+    config: PathBuf,
+    request: String,
+    credential: Credential,
+    host: String,
+    header_args: Vec<String>,
+    json: bool,
+) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("claimgate explain: {e}");
+        ExitCode::FAILURE
+    };
+    let (method, path) = match claimgate::policy_test::parse_request(&request) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let mut headers = http::HeaderMap::new();
+    for h in &header_args {
+        let parsed = h.split_once(':').and_then(|(k, v)| {
+            Some((
+                http::HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                http::HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((k, v)) => {
+                headers.append(k, v);
+            }
+            None => return fail(format!("--header `{h}`: write it as `Name: value`")),
+        }
+    }
+    let (_, app) = match claimgate::app::load(&config, Box::new(EnvVars)) {
+        Ok(x) => x,
+        Err(errs) => return fail(format!("\n{errs}")),
+    };
+    if matches!(credential, Credential::Token(_)) {
+        let loaded = tokio::time::timeout(Duration::from_secs(10), app.wait_keys_loaded()).await;
+        if loaded.is_err() {
+            eprintln!("claimgate explain: some issuer's keys did not load within 10 s");
+        }
+    }
+    let case = Case {
+        method,
+        path,
+        host,
+        headers,
+        credential,
+    };
+    let x = claimgate::explain::explain(&app.snapshot(), &case, claimgate::jwks::unix_now());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&x).unwrap_or_default());
+    } else {
+        print!("{}", x.to_text());
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run(path: PathBuf) -> ExitCode {

@@ -9,7 +9,7 @@
 //! [`Snapshot`]: crate::snapshot::Snapshot
 
 mod compile;
-mod docs;
+pub mod docs;
 mod duration;
 pub mod error;
 pub mod yaml;

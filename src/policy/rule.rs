@@ -275,7 +275,7 @@ impl Tracer for NoTrace {
 }
 
 /// One step of a traced evaluation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Step {
     pub depth: usize,
     pub rule: String,
