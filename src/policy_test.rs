@@ -241,7 +241,7 @@ pub fn parse_request(text: &str) -> Result<(Method, String), String> {
     Ok((method, p.to_string()))
 }
 
-type Failure = (Vec<String>, Option<Explanation>);
+type Failure = (Vec<String>, Option<Box<Explanation>>);
 
 fn check(want: &ExpectDoc, got: &Explanation) -> Result<(), Failure> {
     let mut why = Vec::new();
@@ -286,6 +286,6 @@ fn check(want: &ExpectDoc, got: &Explanation) -> Result<(), Failure> {
     if why.is_empty() {
         Ok(())
     } else {
-        Err((why, Some(got.clone())))
+        Err((why, Some(Box::new(got.clone()))))
     }
 }
