@@ -72,3 +72,173 @@ fn validate_accepts_the_shipped_demo_policy() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok (1 policy files, 3 routes)"), "{out}");
 }
+
+#[test]
+fn validate_reports_rule_language_errors_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("p")).unwrap();
+    std::fs::write(dir.path().join("claimgate.yaml"), "policies: p\n").unwrap();
+    let policy = r#"issuers:
+  i:
+    issuer: https://i
+    audience: a
+    jwks_file: jwks.json
+    claims: { roles: $.nsec.roles }
+upstreams: { u: "http://127.0.0.1:1" }
+routes:
+  - name: a
+    match: { path: "/t/{tenant}" }
+    upstream: u
+    allow:
+      tenant_role: { tenant: "{tenat}", any_of: [admin] }
+  - name: b
+    match: { path: /b }
+    upstream: u
+    allow:
+      claim: $.plan
+      at_least: gold
+      levels: nope
+  - name: c
+    match: { path: /c }
+    upstream: u
+    allow:
+      claim: $.email
+      matches: "(unclosed"
+  - name: d
+    match: { path: /d }
+    upstream: u
+    allow:
+      role: { any_of: [a], all_of: [b] }
+  - name: e
+    match: { path: /e }
+    upstream: u
+    allow:
+      claim: $.x
+      gt: 1
+      lt: 5
+  - name: f
+    match: { path: /f }
+    upstream: u
+    allow:
+      claim: $.plan
+      at_least: diamond
+      levels: [free, gold]
+"#;
+    std::fs::write(dir.path().join("p/policy.yaml"), policy).unwrap();
+    let config = dir.path().join("claimgate.yaml");
+    let (code, _, err) = claimgate(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let file = dir.path().join("p/policy.yaml");
+    let at = |line: usize, needle: &str| {
+        let prefix = format!("{}:{line}:", file.display());
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(needle)),
+            "no `{needle}` at line {line}:\n{err}"
+        );
+    };
+    at(3, "untrusted claim `nsec`");
+    at(13, "`{tenat}` names no request value");
+    at(18, "levels `nope` are not defined");
+    at(25, "is not a regex: unclosed group");
+    at(31, "exactly one of `any_of` and `all_of`");
+    at(36, "needs exactly one operator");
+    at(43, "`diamond` is not one of the levels");
+    assert!(err.ends_with("7 error(s)\n"), "{err}");
+}
+
+#[test]
+fn policy_tests_of_the_shipped_examples_pass() {
+    let (code, out, err) = claimgate(&["test", "policies/tests"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("test result: ok."), "{out}");
+    assert!(!out.contains("FAILED"), "{out}");
+    // Every example directory has its test file.
+    for example in std::fs::read_dir("policies/examples").unwrap() {
+        let name = example.unwrap().file_name();
+        let name = name.to_str().unwrap();
+        assert!(
+            out.contains(&format!("policies/tests/{name}.yaml")),
+            "{name} has no tests: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_policy_test_exits_1_and_shows_the_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = std::fs::canonicalize("policies/examples/subscription").unwrap();
+    let file = dir.path().join("t.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "policies: {}\ncases:\n  - name: silver is not gold\n    request: GET /premium/x\n    claims: {{ sub: r1, subscription_level: silver }}\n    expect: {{ decision: allowed }}\n  - name: passes\n    request: GET /articles/a\n    claims: {{ sub: r1 }}\n    expect: {{ decision: allowed, headers: {{ X-Plan: free }} }}\n",
+            examples.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = claimgate(&["test", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAILED  silver is not gold"), "{out}");
+    assert!(out.contains(&format!("{}:3:", file.display())), "{out}");
+    assert!(
+        out.contains("expected decision `allowed`, got `denied`"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"claim $.subscription_level at least "gold""#),
+        "{out}"
+    );
+    assert!(out.contains(r#"found "silver""#), "{out}");
+    assert!(out.contains("1 passed; 1 failed"), "{out}");
+}
+
+#[test]
+fn explain_prints_route_trace_decision_and_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = std::fs::canonicalize("policies/examples/descope-tenants").unwrap();
+    let config = dir.path().join("claimgate.yaml");
+    std::fs::write(&config, format!("policies: {}\n", policies.display())).unwrap();
+    let claims = r#"{"sub":"u1","drn":"DS","tenants":{"acme":{"roles":["analyst"]}}}"#;
+    let (code, out, err) = claimgate(&[
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--request",
+        "GET /tenants/acme/reports/q3",
+        "--claims",
+        claims,
+        "-H",
+        "X-User-Id: spoofed",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tenant-reports"), "{out}");
+    assert!(out.contains("params: tenant=acme"), "{out}");
+    assert!(out.contains("removed   x-user-id"), "{out}");
+    assert!(
+        out.contains(r#"tenant_role in {tenant}: any of ["admin", "analyst"]"#),
+        "{out}"
+    );
+    assert!(out.contains(r#"tenant "acme": found ["analyst"]"#), "{out}");
+    assert!(
+        out.contains("allowed: forwarded to upstream `app`"),
+        "{out}"
+    );
+    assert!(out.contains("x-user-id: u1"), "{out}");
+
+    let (code, out, _) = claimgate(&[
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--request",
+        "GET /tenants/globex/reports/q3",
+        "--claims",
+        claims,
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let x: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(x["decision"], "denied");
+    assert_eq!(x["status"], 403);
+    assert_eq!(x["trace"][0]["held"], false);
+}

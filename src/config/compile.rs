@@ -625,7 +625,14 @@ impl Compiler {
                     .size_limit(1 << 20)
                     .build()
                     .map(Op::Matches)
-                    .map_err(|e| format!("`{re}` is not a regex: {e}"))
+                    .map_err(|e| {
+                        // The regex crate's message is several lines with a
+                        // caret under the fault; its last line says what.
+                        let e = e.to_string();
+                        let what = e.lines().last().unwrap_or_default();
+                        let what = what.trim_start_matches("error: ");
+                        format!("`{re}` is not a regex: {what}")
+                    })
             }
             "gt" => Ok(Op::Compare(Cmp::Gt, d.gt?)),
             "gte" => Ok(Op::Compare(Cmp::Gte, d.gte?)),
