@@ -242,3 +242,43 @@ fn explain_prints_route_trace_decision_and_headers() {
     assert_eq!(x["status"], 403);
     assert_eq!(x["trace"][0]["held"], false);
 }
+
+#[test]
+fn explain_verifies_a_token_against_the_issuers_keys() {
+    use claimgate::demo::keys::{jwks, SigningKey};
+    let key = SigningKey::generate(jsonwebtoken::Algorithm::ES256, "k1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("p")).unwrap();
+    std::fs::write(dir.path().join("p/jwks.json"), jwks([&key]).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("p/policy.yaml"),
+        "issuers:\n  i:\n    issuer: https://i\n    audience: a\n    jwks_file: jwks.json\n\
+         upstreams: { u: \"http://127.0.0.1:1\" }\n\
+         routes:\n  - name: r\n    match: { path: /r }\n    upstream: u\n    allow: { role: admin }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("claimgate.yaml");
+    std::fs::write(&config, "policies: p\n").unwrap();
+    let now = claimgate::jwks::unix_now();
+    let sign = |exp: u64| {
+        key.sign(&serde_json::json!({"iss": "https://i", "aud": "a", "sub": "s", "exp": exp, "roles": ["admin"]}))
+    };
+    let run = |token: &str| {
+        claimgate(&[
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--request",
+            "GET /r",
+            "--token",
+            token,
+        ])
+    };
+    let (code, out, err) = run(&sign(now + 600));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("token     verified"), "{out}");
+    assert!(out.contains("allowed: forwarded"), "{out}");
+    let (_, out, _) = run(&sign(now - 600));
+    assert!(out.contains("refused: token expired"), "{out}");
+    assert!(out.contains("unauthenticated: 401 expired"), "{out}");
+}
