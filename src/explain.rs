@@ -143,6 +143,7 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
         x.headers = header_list(&headers);
         return Ok(());
     }
+    let mut source = None;
     let (claims, issuer): (Value, std::sync::Arc<Issuer>) = match &case.credential {
         Credential::Claims { claims, issuer } => {
             let issuer = pick_issuer(snapshot, claims, issuer.as_deref()).map_err(|e| {
@@ -164,9 +165,11 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
             (Value::Object(claims), issuer)
         }
         Credential::Headers | Credential::Token(_) => {
-            let token = token::extract::bearer(&headers)
+            let query = case.path.split_once('?').map(|(_, q)| q);
+            let (token, from) = token::extract::find(&headers, query, &snapshot.token_sources)
                 .map_err(Rejection::BadCredentials)?
                 .ok_or(Rejection::Token(TokenError::Missing))?;
+            let from = &snapshot.token_sources[from];
             let verified = token::verify(
                 token,
                 &snapshot.issuers,
@@ -179,7 +182,15 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
                 x.token = format!("refused: {}", refused.error);
                 Rejection::Token(refused.error)
             })?;
-            x.token = "verified".into();
+            if !verified.issuer.token_from.contains(from) {
+                x.issuer = Some(verified.issuer.name.clone());
+                x.token = format!("verified, but its issuer does not accept tokens from {from}");
+                return Err(Rejection::Token(TokenError::SourceNotAllowed(
+                    from.to_string(),
+                )));
+            }
+            x.token = format!("verified (from {from})");
+            source = Some(from.clone());
             (verified.claims.root().clone(), verified.issuer)
         }
     };
@@ -191,8 +202,9 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
         headers: &headers,
     };
     let rendered = authorize(route, &claims, &issuer, &facts, &mut x.trace)?;
-    if !route.pass_authorization {
-        headers.remove(AUTHORIZATION);
+    if let (false, Some(source)) = (route.pass_authorization, &source) {
+        // A query-string token stays in the path shown as the request.
+        token::extract::strip(&mut headers, None, source);
     }
     for (name, value) in rendered {
         headers.insert(name, value);

@@ -7,6 +7,7 @@ use http::Uri;
 
 use crate::forward::OwnedHeaders;
 use crate::policy::Router;
+use crate::token::extract::TokenSource;
 use crate::token::Issuers;
 
 pub struct Snapshot {
@@ -17,6 +18,8 @@ pub struct Snapshot {
     /// Client headers removed on every route, public ones included.
     pub owned_headers: OwnedHeaders,
     pub max_token_bytes: usize,
+    /// Where tokens are looked for: every issuer's sources, bearer first.
+    pub token_sources: Vec<TokenSource>,
 }
 
 /// Where a route's requests go.

@@ -24,6 +24,7 @@ use crate::policy::rule::{
 };
 use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment};
 use crate::snapshot::{Snapshot, Upstream};
+use crate::token::extract::TokenSource;
 use crate::token::{Issuer, Issuers};
 
 /// The largest leeway accepted (SECURITY.md rule 5).
@@ -182,8 +183,19 @@ pub fn compile(
         all_templates.iter().map(String::as_str),
         c.prefixes.iter().map(String::as_str),
     );
+    // Every issuer's sources, bearer first: a request is searched in all of
+    // them, and two tokens anywhere are refused.
+    let mut token_sources = vec![TokenSource::Bearer];
+    for issuer in c.issuers.iter() {
+        for s in &issuer.token_from {
+            if !token_sources.contains(s) {
+                token_sources.push(s.clone());
+            }
+        }
+    }
     let snapshot = Snapshot {
         generation,
+        token_sources,
         router,
         issuers: c.issuers,
         owned_headers,
@@ -323,6 +335,21 @@ impl Compiler {
         if let Some(scope) = c.scope {
             texts.scopes = scope.into_vec();
         }
+        let mut token_from = Vec::new();
+        for text in doc.token_from.unwrap_or_else(|| vec!["bearer".into()]) {
+            match TokenSource::parse(&text) {
+                Ok(s) if !token_from.contains(&s) => token_from.push(s),
+                Ok(_) => {}
+                Err(e) => self.errs.push(at.clone(), format!("issuer `{name}`: {e}")),
+            }
+        }
+        if token_from.is_empty() {
+            self.errs.push(
+                at.clone(),
+                format!("issuer `{name}`: token_from needs at least one source"),
+            );
+            return;
+        }
         let locations = match ClaimLocations::compile(&texts, &untrusted) {
             Ok(l) => l,
             Err(e) => {
@@ -339,6 +366,8 @@ impl Compiler {
             leeway: leeway.as_secs(),
             untrusted_claims: untrusted,
             profile: doc.profile,
+            token_from,
+            max_lifetime: doc.max_lifetime.map(|d| d.as_secs()),
             locations,
             keys,
         });

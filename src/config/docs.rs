@@ -226,6 +226,12 @@ pub struct IssuerDoc {
     #[serde(default, deserialize_with = "duration::option")]
     pub unknown_kid_cooldown: Option<Duration>,
     pub untrusted_claims: Option<Vec<String>>,
+    /// Where tokens may come from, in order: `bearer`, `cookie:NAME`,
+    /// `header:NAME[:PREFIX]`, `query:NAME`. Default `[bearer]`.
+    pub token_from: Option<Vec<String>>,
+    /// Longest `exp - iat` accepted; `iat` becomes required.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub max_lifetime: Option<Duration>,
     /// Where the IdP keeps roles, tenants, scopes; and its token checks.
     #[serde(default)]
     pub profile: Profile,

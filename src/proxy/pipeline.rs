@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{AUTHORIZATION, HOST};
+use http::header::HOST;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -24,6 +24,7 @@ use crate::jwks::unix_now;
 use crate::policy::rule::{Ctx, NoTrace, RequestFacts, Tracer};
 use crate::policy::{canonical_segments, Route};
 use crate::snapshot::Snapshot;
+use crate::token::extract::TokenSource;
 use crate::token::{self, Issuer, TokenError};
 
 /// What the connection tells about the client.
@@ -118,13 +119,17 @@ async fn proxy<'s>(
     // hygiene: on every route, public ones included.
     forward::clean_request(req.headers_mut(), &snapshot.owned_headers);
 
+    // A query without the token, when the token came from the query.
+    let mut new_query: Option<String> = None;
     let decision = if route.public {
         "public"
     } else {
         // extract → verify → decide
-        let token = token::extract::bearer(req.headers())
-            .map_err(Rejection::BadCredentials)?
-            .ok_or(Rejection::Token(TokenError::Missing))?;
+        let (token, source) =
+            token::extract::find(req.headers(), req.uri().query(), &snapshot.token_sources)
+                .map_err(Rejection::BadCredentials)?
+                .ok_or(Rejection::Token(TokenError::Missing))?;
+        let source = &snapshot.token_sources[source];
         let now = unix_now();
         let cached = app
             .token_cache
@@ -165,6 +170,13 @@ async fn proxy<'s>(
             Rejection::Token(refused.error)
         })?;
         *issuer = Some(verified.issuer.clone());
+        // The issuer is known only now: it must list the source the token
+        // came from (a query-string token for a bearer-only issuer is not).
+        if !verified.issuer.token_from.contains(source) {
+            return Err(Rejection::Token(TokenError::SourceNotAllowed(
+                source.to_string(),
+            )));
+        }
         if !was_cached {
             app.token_cache.insert(token, &verified, now);
         }
@@ -181,10 +193,15 @@ async fn proxy<'s>(
             &facts,
             &mut NoTrace,
         )?;
-        let headers = req.headers_mut();
+        // The credential stays here unless the route passes it on.
         if !route.pass_authorization {
-            headers.remove(AUTHORIZATION);
+            let query = match source {
+                TokenSource::Query(_) => req.uri().query().map(str::to_owned),
+                _ => None,
+            };
+            new_query = token::extract::strip(req.headers_mut(), query.as_deref(), source);
         }
+        let headers = req.headers_mut();
         for (name, value) in rendered {
             headers.insert(name, value);
         }
@@ -194,11 +211,15 @@ async fn proxy<'s>(
     set_forwarded(&mut req, &host, peer);
 
     // upstream: same method, raw path and query, streamed body.
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let path_and_query = match new_query {
+        Some(q) if q.is_empty() => req.uri().path().to_string(),
+        Some(q) => format!("{}?{q}", req.uri().path()),
+        None => req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+    };
     *req.uri_mut() = route
         .upstream
         .uri_for(&path_and_query)

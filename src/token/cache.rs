@@ -151,6 +151,8 @@ mod tests {
             leeway: 0,
             untrusted_claims: vec![],
             profile: crate::token::Profile::Generic,
+            token_from: vec![crate::token::extract::TokenSource::Bearer],
+            max_lifetime: None,
             locations: crate::policy::rule::ClaimLocations::compile(
                 &crate::token::Profile::Generic.locations(),
                 &[],

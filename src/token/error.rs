@@ -40,6 +40,11 @@ pub enum TokenError {
     /// Not the kind of token the issuer's profile accepts (`typ`, `drn`).
     #[error("not an accepted kind of token (`{0}`)")]
     WrongType(&'static str),
+    /// The token came from a source its issuer does not list.
+    #[error("the issuer does not accept tokens from {0}")]
+    SourceNotAllowed(String),
+    #[error("token lifetime (exp - iat) is longer than the issuer allows")]
+    LifetimeTooLong,
 }
 
 impl TokenError {
@@ -63,6 +68,8 @@ impl TokenError {
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::InvalidClaim(_) => "invalid_claim",
             TokenError::WrongType(_) => "wrong_token_type",
+            TokenError::SourceNotAllowed(_) => "token_source_not_allowed",
+            TokenError::LifetimeTooLong => "lifetime_too_long",
         }
     }
 }

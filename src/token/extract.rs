@@ -1,8 +1,184 @@
 //! Finding the one token of a request (SECURITY.md rule 1).
 
-use http::header::AUTHORIZATION;
-use http::HeaderMap;
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
+
+/// Where a token may come from. Each issuer lists its own (`token_from`);
+/// `bearer` when it does not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>` (RFC 6750 §2.1).
+    Bearer,
+    /// A cookie, e.g. Descope's `DS`.
+    Cookie(String),
+    /// A header's whole value, after an optional prefix.
+    Header { name: HeaderName, prefix: String },
+    /// A query parameter (RFC 6750 §2.3); off unless configured, since URLs
+    /// end up in logs.
+    Query(String),
+}
+
+impl TokenSource {
+    /// Parses `bearer`, `cookie:NAME`, `header:NAME`, `header:NAME:PREFIX`
+    /// or `query:NAME`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("token source `{text}`: write bearer, cookie:NAME, header:NAME[:PREFIX] or query:NAME")
+        };
+        if text == "bearer" {
+            return Ok(TokenSource::Bearer);
+        }
+        let (kind, rest) = text.split_once(':').ok_or_else(bad)?;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        match kind {
+            "cookie" => Ok(TokenSource::Cookie(rest.to_string())),
+            "query" => Ok(TokenSource::Query(rest.to_string())),
+            "header" => {
+                let (name, prefix) = rest.split_once(':').unwrap_or((rest, ""));
+                let name = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+                    .map_err(|_| bad())?;
+                if name == AUTHORIZATION && prefix.is_empty() {
+                    return Err(format!(
+                        "token source `{text}`: use `bearer` for Authorization: Bearer"
+                    ));
+                }
+                Ok(TokenSource::Header {
+                    name,
+                    prefix: prefix.to_string(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Bearer => f.write_str("bearer"),
+            TokenSource::Cookie(n) => write!(f, "cookie:{n}"),
+            TokenSource::Header { name, prefix } if prefix.is_empty() => write!(f, "header:{name}"),
+            TokenSource::Header { name, prefix } => write!(f, "header:{name}:{prefix}"),
+            TokenSource::Query(n) => write!(f, "query:{n}"),
+        }
+    }
+}
+
+/// The one token of a request, looked for in every source of `sources`.
+/// Two tokens (from two sources, or twice in one) are refused: claimgate and
+/// the upstream must never disagree about who is calling. Returns the token
+/// and the index of its source.
+pub fn find<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    sources: &[TokenSource],
+) -> Result<Option<(&'a str, usize)>, ExtractError> {
+    let mut found = None;
+    for (i, source) in sources.iter().enumerate() {
+        let token = match source {
+            TokenSource::Bearer => bearer(headers)?,
+            TokenSource::Cookie(name) => cookie(headers, name)?,
+            TokenSource::Header { name, prefix } => {
+                let mut values = headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (None, _) => None,
+                    (Some(_), Some(_)) => return Err(ExtractError::MultipleTokens),
+                    (Some(v), None) => {
+                        let v = v.to_str().map_err(|_| ExtractError::MalformedCredential)?;
+                        match v.strip_prefix(prefix.as_str()) {
+                            Some(t) if !t.trim().is_empty() => Some(t.trim()),
+                            // Another scheme in a shared header is not ours.
+                            _ => None,
+                        }
+                    }
+                }
+            }
+            TokenSource::Query(name) => query_param(query, name)?,
+        };
+        if let Some(t) = token {
+            if found.is_some() {
+                return Err(ExtractError::MultipleTokens);
+            }
+            found = Some((t, i));
+        }
+    }
+    Ok(found)
+}
+
+/// The value of cookie `name` across every `Cookie` header (RFC 6265 §5.4).
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ExtractError> {
+    let mut found = None;
+    for h in headers.get_all(COOKIE) {
+        let h = h.to_str().map_err(|_| ExtractError::MalformedCredential)?;
+        for pair in h.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k == name && !v.is_empty() {
+                    if found.is_some() {
+                        return Err(ExtractError::MultipleTokens);
+                    }
+                    found = Some(v.trim_matches('"'));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Result<Option<&'a str>, ExtractError> {
+    let mut found = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name && !v.is_empty() {
+            if found.is_some() {
+                return Err(ExtractError::MultipleTokens);
+            }
+            found = Some(v);
+        }
+    }
+    Ok(found)
+}
+
+/// Removes the credential from where it was found, so that the upstream
+/// does not receive it (unless the route passes it on).
+pub fn strip(headers: &mut HeaderMap, query: Option<&str>, source: &TokenSource) -> Option<String> {
+    match source {
+        TokenSource::Bearer => {
+            headers.remove(AUTHORIZATION);
+        }
+        TokenSource::Header { name, .. } => {
+            headers.remove(name);
+        }
+        TokenSource::Cookie(name) => {
+            let kept: Vec<String> = headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .flat_map(|h| h.split(';'))
+                .map(str::trim)
+                .filter(|p| !p.is_empty() && p.split_once('=').map(|(k, _)| k) != Some(name))
+                .map(str::to_string)
+                .collect();
+            headers.remove(COOKIE);
+            if !kept.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+                    headers.insert(COOKIE, v);
+                }
+            }
+        }
+        TokenSource::Query(name) => {
+            let kept: Vec<&str> = query
+                .unwrap_or("")
+                .split('&')
+                .filter(|p| !p.is_empty() && p.split('=').next() != Some(name.as_str()))
+                .collect();
+            return Some(kept.join("&"));
+        }
+    }
+    None
+}
 
 /// A request whose credentials cannot be read one way only: a 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -11,6 +187,8 @@ pub enum ExtractError {
     MultipleTokens,
     #[error("the Authorization header is not a valid Bearer credential")]
     MalformedAuthorization,
+    #[error("a credential header or cookie is not text")]
+    MalformedCredential,
 }
 
 impl ExtractError {
@@ -18,6 +196,7 @@ impl ExtractError {
         match self {
             ExtractError::MultipleTokens => "multiple_tokens",
             ExtractError::MalformedAuthorization => "malformed_authorization",
+            ExtractError::MalformedCredential => "malformed_credential",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 
+use super::extract::TokenSource;
 use super::Profile;
 use crate::jwks::JwksStore;
 use crate::policy::rule::ClaimLocations;
@@ -24,6 +25,10 @@ pub struct Issuer {
     /// Top-level claims a client could have set; removed before policy.
     pub untrusted_claims: Vec<String>,
     pub profile: Profile,
+    /// Where its tokens may come from.
+    pub token_from: Vec<TokenSource>,
+    /// Longest `exp - iat` accepted, in seconds.
+    pub max_lifetime: Option<u64>,
     /// Where the shorthands (`role`, `tenant_role`, ...) read.
     pub locations: ClaimLocations,
     pub keys: Arc<JwksStore>,
@@ -41,6 +46,8 @@ impl Issuer {
             && self.leeway == other.leeway
             && self.untrusted_claims == other.untrusted_claims
             && self.profile == other.profile
+            && self.token_from == other.token_from
+            && self.max_lifetime == other.max_lifetime
             && self.locations == other.locations
             && Arc::ptr_eq(&self.keys, &other.keys)
     }

@@ -216,9 +216,16 @@ fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: u64) -> Resul
             return Err(TokenError::NotYetValid);
         }
     }
-    if let Some(iat) = time("iat")? {
+    let iat = time("iat")?;
+    if let Some(iat) = iat {
         if iat > now + leeway {
             return Err(TokenError::IssuedInFuture);
+        }
+    }
+    if let Some(max) = issuer.max_lifetime {
+        let iat = iat.ok_or(TokenError::MissingClaim("iat"))?;
+        if exp - iat > max as f64 {
+            return Err(TokenError::LifetimeTooLong);
         }
     }
     let audience_ok = match claims.get("aud") {
