@@ -36,6 +36,9 @@ fn snapshot(policy: &str, keys: &[&SigningKey], dir: &tempfile::TempDir) -> Snap
         KeySource::File(jwks_path.clone()),
         claimgate::jwks::keys::ASYMMETRIC.to_vec(),
         claimgate::jwks::Refresh {
+            min_interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(3600),
+            max_stale: Duration::from_secs(86400),
             interval: Duration::from_secs(3600),
             unknown_kid_cooldown: Duration::from_secs(30),
         },

@@ -32,6 +32,10 @@ const MAX_LEEWAY: Duration = Duration::from_secs(60);
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(30);
+/// Bounds on a refresh period taken from `Cache-Control: max-age`.
+const DEFAULT_REFRESH_MIN: Duration = Duration::from_secs(60);
+const DEFAULT_REFRESH_MAX: Duration = Duration::from_secs(3600);
+const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
 
 /// One policy file's name and text.
 #[derive(Debug, Clone)]
@@ -310,15 +314,34 @@ impl Compiler {
                 self.untrusted.push(u.clone());
             }
         }
+        let interval = doc
+            .refresh_interval
+            .unwrap_or(DEFAULT_REFRESH)
+            .max(Duration::from_secs(1));
         let refresh = Refresh {
-            interval: doc
-                .refresh_interval
-                .unwrap_or(DEFAULT_REFRESH)
+            interval,
+            min_interval: doc
+                .refresh_min
+                .unwrap_or(interval.min(DEFAULT_REFRESH_MIN))
                 .max(Duration::from_secs(1)),
+            max_interval: doc.refresh_max.unwrap_or(interval.max(DEFAULT_REFRESH_MAX)),
+            max_stale: doc.max_stale.unwrap_or(DEFAULT_MAX_STALE),
             unknown_kid_cooldown: doc
                 .unknown_kid_cooldown
                 .unwrap_or(DEFAULT_UNKNOWN_KID_COOLDOWN),
         };
+        if refresh.min_interval > refresh.max_interval {
+            self.errs.push(
+                at.clone(),
+                format!("issuer `{name}`: refresh_min is above refresh_max"),
+            );
+        }
+        if refresh.max_stale <= refresh.max_interval.max(interval) {
+            self.errs.push(
+                at.clone(),
+                format!("issuer `{name}`: max_stale must be longer than the refresh period, or keys would expire between two refreshes"),
+            );
+        }
         let mut texts = doc.profile.locations();
         let c = doc.claims;
         let set = |slot: &mut String, v: Option<String>| {

@@ -222,6 +222,15 @@ pub struct IssuerDoc {
     pub leeway: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
     pub refresh_interval: Option<Duration>,
+    /// Bounds on a period from the JWKS response's `Cache-Control: max-age`
+    /// (defaults: 1m or refresh_interval if shorter, and 1h).
+    #[serde(default, deserialize_with = "duration::option")]
+    pub refresh_min: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub refresh_max: Option<Duration>,
+    /// Last good keys are dropped when no load succeeded for this long (24h).
+    #[serde(default, deserialize_with = "duration::option")]
+    pub max_stale: Option<Duration>,
     /// Least time between loads caused by unknown `kid`s (default 30s).
     #[serde(default, deserialize_with = "duration::option")]
     pub unknown_kid_cooldown: Option<Duration>,

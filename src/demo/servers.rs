@@ -152,18 +152,32 @@ impl Drop for EchoServer {
     }
 }
 
-/// A JWKS endpoint at `/jwks.json` whose document and status can be changed,
-/// counting its fetches.
+/// What the JWKS server answers.
+#[derive(Debug, Clone)]
+struct Served {
+    status: StatusCode,
+    body: Bytes,
+    cache_control: Option<String>,
+    delay: std::time::Duration,
+}
+
+/// A JWKS endpoint at `/jwks.json` whose document, status, `Cache-Control`
+/// and speed can be changed, counting its fetches.
 pub struct JwksServer {
     pub addr: SocketAddr,
-    doc: Arc<Mutex<(StatusCode, String)>>,
+    doc: Arc<Mutex<Served>>,
     fetches: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl JwksServer {
     pub async fn start(addr: SocketAddr, jwks: &Value) -> std::io::Result<Self> {
-        let doc = Arc::new(Mutex::new((StatusCode::OK, jwks.to_string())));
+        let doc = Arc::new(Mutex::new(Served {
+            status: StatusCode::OK,
+            body: Bytes::from(jwks.to_string()),
+            cache_control: None,
+            delay: std::time::Duration::ZERO,
+        }));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (d, f) = (doc.clone(), fetches.clone());
         let (addr, task) = serve(addr, move |req: Request<Incoming>| {
@@ -176,12 +190,15 @@ impl JwksServer {
                         .unwrap_or_default();
                 }
                 f.fetch_add(1, Ordering::SeqCst);
-                let (status, body) = d.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                Response::builder()
-                    .status(status)
-                    .header("content-type", "application/jwk-set+json")
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap_or_default()
+                let served = d.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                tokio::time::sleep(served.delay).await;
+                let mut resp = Response::builder()
+                    .status(served.status)
+                    .header("content-type", "application/jwk-set+json");
+                if let Some(cc) = &served.cache_control {
+                    resp = resp.header("cache-control", cc.as_str());
+                }
+                resp.body(Full::new(served.body)).unwrap_or_default()
             }
         })
         .await?;
@@ -197,14 +214,30 @@ impl JwksServer {
         format!("http://{}/jwks.json", self.addr)
     }
 
+    fn served(&self) -> std::sync::MutexGuard<'_, Served> {
+        self.doc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Serves `jwks` from now on.
     pub fn set(&self, jwks: &Value) {
-        *self.doc.lock().unwrap_or_else(|p| p.into_inner()) = (StatusCode::OK, jwks.to_string());
+        self.set_raw(StatusCode::OK, &jwks.to_string());
     }
 
     /// Serves `status` with `body` from now on (to play a broken IdP).
     pub fn set_raw(&self, status: StatusCode, body: &str) {
-        *self.doc.lock().unwrap_or_else(|p| p.into_inner()) = (status, body.to_string());
+        let mut s = self.served();
+        s.status = status;
+        s.body = Bytes::from(body.to_string());
+    }
+
+    /// Sends this `Cache-Control` value from now on (`None`: no header).
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        self.served().cache_control = value.map(str::to_string);
+    }
+
+    /// Answers after `delay` from now on (to play a slow IdP).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.served().delay = delay;
     }
 
     pub fn fetches(&self) -> usize {

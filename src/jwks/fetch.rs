@@ -48,8 +48,9 @@ impl Fetcher {
         }
     }
 
-    /// GETs `url` and returns its body. `allow_http` permits plain http.
-    pub async fn get(&self, url: &str, allow_http: bool) -> Result<Bytes, JwksError> {
+    /// GETs `url` and returns its body and `Cache-Control` lifetime.
+    /// `allow_http` permits plain http.
+    pub async fn get(&self, url: &str, allow_http: bool) -> Result<Fetched, JwksError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| JwksError::Fetch("not a URL".into()))?;
@@ -89,14 +90,71 @@ impl Fetcher {
             if mime != "application/json" && mime != "application/jwk-set+json" {
                 return Err(JwksError::Fetch(format!("content type {ct:?} is not JSON")));
             }
-            Limited::new(resp.into_body(), MAX_BODY_BYTES)
+            let max_age = max_age(resp.headers());
+            let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| JwksError::Fetch(format!("body: {e}")))
+                .map_err(|e| JwksError::Fetch(format!("body: {e}")))?;
+            Ok(Fetched { body, max_age })
         };
         tokio::time::timeout(self.total_timeout, fetch)
             .await
             .map_err(|_| JwksError::Fetch("timed out".into()))?
+    }
+}
+
+/// A fetched document.
+#[derive(Debug)]
+pub struct Fetched {
+    pub body: Bytes,
+    /// What `Cache-Control` allows: `max-age`, or zero for `no-cache` /
+    /// `no-store`; `None` without the header.
+    pub max_age: Option<Duration>,
+}
+
+/// The lifetime `Cache-Control` gives a response (RFC 9111 §5.2.2).
+fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut age = None;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        for directive in value.to_str().ok()?.split(',') {
+            let d = directive.trim().to_ascii_lowercase();
+            if d == "no-cache" || d == "no-store" {
+                return Some(Duration::ZERO);
+            }
+            if let Some(n) = d.strip_prefix("max-age=") {
+                age = n
+                    .trim_matches('"')
+                    .parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs);
+            }
+        }
+    }
+    age
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_lifetimes() {
+        let cases: &[(&[&str], Option<u64>)] = &[
+            (&[], None),
+            (&["public, max-age=300"], Some(300)),
+            (&["max-age=\"60\", must-revalidate"], Some(60)),
+            (&["no-cache"], Some(0)),
+            (&["max-age=300", "no-store"], Some(0)),
+            (&["max-age=abc"], None),
+            (&["private"], None),
+        ];
+        for (values, want) in cases {
+            let mut h = http::HeaderMap::new();
+            for v in *values {
+                h.append(header::CACHE_CONTROL, v.parse().unwrap());
+            }
+            assert_eq!(max_age(&h), want.map(Duration::from_secs), "{values:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod fetch;
 pub mod keys;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,11 +36,18 @@ impl std::fmt::Display for KeySource {
     }
 }
 
-/// When an issuer's keys are fetched again.
+/// When an issuer's keys are fetched again, and how long they stay usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Refresh {
-    /// Background refresh period after a success.
+    /// Background refresh period after a success without `Cache-Control`.
     pub interval: Duration,
+    /// Bounds on a period taken from the response's `Cache-Control: max-age`.
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    /// Keys not refreshed successfully for this long are dropped: requests
+    /// for the issuer then get 503 rather than trust keys the IdP may have
+    /// revoked long ago.
+    pub max_stale: Duration,
     /// Least time between two loads caused by unknown `kid`s, counted from
     /// the last load attempt of any kind (SECURITY.md rule 11).
     pub unknown_kid_cooldown: Duration,
@@ -56,6 +64,12 @@ pub struct JwksStore {
     /// flight instead of starting its own.
     load_gate: tokio::sync::Mutex<()>,
     last_attempt: std::sync::Mutex<Option<Instant>>,
+    last_success: std::sync::Mutex<Option<Instant>>,
+    /// The period until the next background refresh (from `max-age`).
+    next_interval: std::sync::Mutex<Duration>,
+    /// Recently refused unknown `kid`s, so that a flood of them is answered
+    /// without waiting on the load gate. Entries live one cooldown.
+    unknown_kids: std::sync::Mutex<HashMap<String, Instant>>,
     loaded: AtomicBool,
     loaded_notify: Notify,
     fetcher: Fetcher,
@@ -64,6 +78,8 @@ pub struct JwksStore {
 
 /// How long to wait before retrying a load that failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Bound of the unknown-kid negative cache; when full it starts over.
+const MAX_UNKNOWN_KIDS: usize = 1024;
 
 impl JwksStore {
     pub fn new(
@@ -82,6 +98,9 @@ impl JwksStore {
             keys: ArcSwapOption::empty(),
             load_gate: tokio::sync::Mutex::new(()),
             last_attempt: std::sync::Mutex::new(None),
+            last_success: std::sync::Mutex::new(None),
+            next_interval: std::sync::Mutex::new(refresh.interval),
+            unknown_kids: std::sync::Mutex::new(HashMap::new()),
             loaded: AtomicBool::new(false),
             loaded_notify: Notify::new(),
             fetcher,
@@ -129,7 +148,12 @@ impl JwksStore {
     /// its keys. Loads again unless a load was attempted within the cooldown;
     /// while a load is in flight, waits for it instead of starting another.
     /// Returns whether the keys may have changed (worth verifying again).
-    pub async fn refresh_for_unknown_kid(&self) -> bool {
+    pub async fn refresh_for_unknown_kid(&self, kid: Option<&str>) -> bool {
+        let kid = kid.unwrap_or("");
+        if self.recently_unknown(kid) {
+            self.suppressed();
+            return false;
+        }
         let before = self.keys.load_full();
         let _gate = self.load_gate.lock().await;
         // The load we may have waited for could have brought the key.
@@ -137,13 +161,37 @@ impl JwksStore {
             return true;
         }
         if self.in_cooldown() {
-            self.metrics
-                .jwks_refreshes_suppressed
-                .with_label_values(&[&self.issuer])
-                .inc();
+            self.remember_unknown(kid);
+            self.suppressed();
             return false;
         }
-        self.refresh_locked().await.is_ok()
+        let changed = self.refresh_locked().await.is_ok();
+        if !changed {
+            self.remember_unknown(kid);
+        }
+        changed
+    }
+
+    fn suppressed(&self) {
+        self.metrics
+            .jwks_refreshes_suppressed
+            .with_label_values(&[&self.issuer])
+            .inc();
+    }
+
+    fn recently_unknown(&self, kid: &str) -> bool {
+        let cooldown = self.refresh.unknown_kid_cooldown;
+        lock(&self.unknown_kids)
+            .get(kid)
+            .is_some_and(|t| t.elapsed() < cooldown)
+    }
+
+    fn remember_unknown(&self, kid: &str) {
+        let mut kids = lock(&self.unknown_kids);
+        if kids.len() >= MAX_UNKNOWN_KIDS {
+            kids.clear();
+        }
+        kids.insert(kid.to_string(), Instant::now());
     }
 
     fn in_cooldown(&self) -> bool {
@@ -162,6 +210,9 @@ impl JwksStore {
                 }
                 let n = set.len();
                 self.keys.store(Some(set.clone()));
+                *lock(&self.last_success) = Some(Instant::now());
+                // New keys: a kid refused before may be among them.
+                lock(&self.unknown_kids).clear();
                 self.loaded.store(true, Ordering::Release);
                 self.loaded_notify.notify_waiters();
                 self.metrics
@@ -178,25 +229,45 @@ impl JwksStore {
                     .set(unix_now() as i64);
             }
             Err(e) => {
-                tracing::warn!(issuer, source = %self.source, "JWKS load failed, keeping the last good keys: {e}");
                 self.metrics
                     .jwks_fetches
                     .with_label_values(&[issuer, "failure"])
                     .inc();
+                let last = *lock(&self.last_success);
+                let stale = last.is_some_and(|t| t.elapsed() > self.refresh.max_stale);
+                if stale && self.keys.load().is_some() {
+                    self.keys.store(None);
+                    self.metrics.jwks_keys.with_label_values(&[issuer]).set(0);
+                    tracing::error!(issuer, source = %self.source, max_stale = ?self.refresh.max_stale, "JWKS load failed and the last good keys are older than max_stale: dropped; requests for this issuer get 503 until a load succeeds: {e}");
+                } else {
+                    tracing::warn!(issuer, source = %self.source, "JWKS load failed, keeping the last good keys: {e}");
+                }
             }
         }
         result.map(|s| s.len())
     }
 
     async fn load(&self) -> Result<Arc<KeySet>, JwksError> {
-        let bytes = match &self.source {
-            KeySource::File(path) => tokio::fs::read(path)
-                .await
-                .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?
-                .into(),
-            KeySource::Uri { url, allow_http } => self.fetcher.get(url, *allow_http).await?,
+        let (bytes, max_age) = match &self.source {
+            KeySource::File(path) => (
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?
+                    .into(),
+                None,
+            ),
+            KeySource::Uri { url, allow_http } => {
+                let f = self.fetcher.get(url, *allow_http).await?;
+                (f.body, f.max_age)
+            }
         };
-        keys::parse(&bytes, &self.algorithms).map(Arc::new)
+        let set = keys::parse(&bytes, &self.algorithms).map(Arc::new)?;
+        let r = &self.refresh;
+        *lock(&self.next_interval) = match max_age {
+            Some(age) => age.clamp(r.min_interval, r.max_interval),
+            None => r.interval,
+        };
+        Ok(set)
     }
 
     /// Keeps the keys fresh until the returned task is aborted: every
@@ -207,7 +278,7 @@ impl JwksStore {
             loop {
                 let Some(s) = store.upgrade() else { return };
                 let wait = match s.refresh().await {
-                    Ok(_) => s.refresh.interval,
+                    Ok(_) => *lock(&s.next_interval),
                     Err(_) => RETRY_AFTER_FAILURE.min(s.refresh.interval),
                 };
                 drop(s);
@@ -215,6 +286,10 @@ impl JwksStore {
             }
         })
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn same_keys(a: &Option<Arc<KeySet>>, b: &Option<Arc<KeySet>>) -> bool {
@@ -231,4 +306,87 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::keys::{jwks, SigningKey};
+
+    #[tokio::test]
+    async fn a_kid_known_to_be_unknown_does_not_wait_for_the_load_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let key = SigningKey::generate(Algorithm::ES256, "k1");
+        std::fs::write(&path, jwks([&key]).to_string()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let store = JwksStore::new(
+            "i".into(),
+            KeySource::File(path),
+            keys::ASYMMETRIC.to_vec(),
+            Refresh {
+                interval: Duration::from_secs(3600),
+                min_interval: Duration::from_secs(1),
+                max_interval: Duration::from_secs(3600),
+                max_stale: Duration::from_secs(86400),
+                unknown_kid_cooldown: Duration::from_secs(30),
+            },
+            Fetcher::default(),
+            metrics.clone(),
+        );
+        store.refresh().await.unwrap();
+        // Right after a load: in the cooldown, `x` is refused and remembered.
+        assert!(!store.refresh_for_unknown_kid(Some("x")).await);
+        // With a load in flight (the gate held), `x` is answered at once...
+        let gate = store.load_gate.lock().await;
+        let quick = tokio::time::timeout(
+            Duration::from_millis(200),
+            store.refresh_for_unknown_kid(Some("x")),
+        )
+        .await;
+        assert_eq!(quick, Ok(false));
+        // ...while a kid never seen waits for the load.
+        let waits = tokio::time::timeout(
+            Duration::from_millis(200),
+            store.refresh_for_unknown_kid(Some("y")),
+        )
+        .await;
+        assert!(waits.is_err());
+        drop(gate);
+        let suppressed = metrics
+            .jwks_refreshes_suppressed
+            .with_label_values(&["i"])
+            .get();
+        assert_eq!(suppressed, 2);
+    }
+
+    #[tokio::test]
+    async fn the_negative_cache_is_bounded_and_cleared_by_new_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let key = SigningKey::generate(Algorithm::ES256, "k1");
+        std::fs::write(&path, jwks([&key]).to_string()).unwrap();
+        let store = JwksStore::new(
+            "i".into(),
+            KeySource::File(path),
+            keys::ASYMMETRIC.to_vec(),
+            Refresh {
+                interval: Duration::from_secs(3600),
+                min_interval: Duration::from_secs(1),
+                max_interval: Duration::from_secs(3600),
+                max_stale: Duration::from_secs(86400),
+                unknown_kid_cooldown: Duration::from_secs(30),
+            },
+            Fetcher::default(),
+            Arc::new(Metrics::new()),
+        );
+        store.refresh().await.unwrap();
+        for i in 0..5000 {
+            store.remember_unknown(&format!("kid-{i}"));
+            assert!(lock(&store.unknown_kids).len() <= MAX_UNKNOWN_KIDS);
+        }
+        assert!(store.recently_unknown("kid-4999"));
+        store.refresh().await.unwrap();
+        assert!(!store.recently_unknown("kid-4999"));
+    }
 }

@@ -159,9 +159,10 @@ async fn proxy<'s>(
         if let Err(token::Refused {
             issuer: Some(i),
             error: TokenError::UnknownKey,
+            kid,
         }) = &result
         {
-            if i.keys.refresh_for_unknown_kid().await {
+            if i.keys.refresh_for_unknown_kid(kid.as_deref()).await {
                 result = verify();
             }
         }

@@ -130,6 +130,9 @@ mod tests {
         let path = dir.path().join("jwks.json");
         std::fs::write(&path, jwks([key]).to_string()).unwrap();
         let refresh = Refresh {
+            min_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(3600),
+            max_stale: Duration::from_secs(86400),
             interval: Duration::from_secs(3600),
             unknown_kid_cooldown: Duration::from_secs(30),
         };

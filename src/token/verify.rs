@@ -56,12 +56,15 @@ pub struct Verified {
 pub struct Refused {
     pub issuer: Option<Arc<Issuer>>,
     pub error: TokenError,
+    /// The token's `kid`, when the issuer has no such key.
+    pub kid: Option<String>,
 }
 
 fn refuse(error: TokenError) -> Refused {
     Refused {
         issuer: None,
         error,
+        kid: None,
     }
 }
 
@@ -135,6 +138,7 @@ pub fn verify(
     let fail = |error| Refused {
         issuer: Some(issuer.clone()),
         error,
+        kid: None,
     };
     if let Some(names) = accepted {
         if !names.iter().any(|n| *n == issuer.name) {
@@ -159,7 +163,10 @@ pub fn verify(
         }
     }
     if !tried {
-        return Err(fail(TokenError::UnknownKey));
+        return Err(Refused {
+            kid: kid.map(str::to_string),
+            ..fail(TokenError::UnknownKey)
+        });
     }
     let key_fingerprint = good.ok_or_else(|| fail(TokenError::BadSignature))?;
 

@@ -160,11 +160,17 @@ impl Builder {
     }
 
     pub async fn start(self) -> Stack {
+        self.start_with(|_| {}).await
+    }
+
+    /// Starts, letting `idp` be set up before claimgate's first fetch.
+    pub async fn start_with(self, idp_setup: impl FnOnce(&JwksServer)) -> Stack {
         let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
         let upstream = EchoServer::start(loopback).await.unwrap();
         let key = SigningKey::generate(Algorithm::ES256, "k1");
         let published = jwks(std::iter::once(&key).chain(self.keys.iter()));
         let idp = JwksServer::start(loopback, &published).await.unwrap();
+        idp_setup(&idp);
         if let Some(status) = self.idp_status {
             idp.set_raw(status, "down");
         }

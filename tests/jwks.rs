@@ -1,0 +1,155 @@
+//! The IdP misbehaving: slow, garbage, a 10 MiB body, down for longer than
+//! `max_stale`; and `Cache-Control: max-age` setting the refresh period.
+//! Valid tokens keep passing on the last good keys, the metrics show the
+//! failures, claimgate stays up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Builder, Stack};
+use http::StatusCode;
+use serde_json::json;
+
+fn policy(refresh: &str) -> String {
+    common::POLICY.replace("    refresh_interval: 1s\n", refresh)
+}
+
+fn failures(s: &Stack) -> u64 {
+    s.running()
+        .app
+        .metrics
+        .jwks_fetches
+        .with_label_values(&["test", "failure"])
+        .get()
+}
+
+async fn wait_for_failures(s: &Stack, n: u64) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while failures(s) < n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("failed JWKS loads");
+}
+
+#[tokio::test]
+async fn a_broken_idp_never_takes_valid_tokens_down() {
+    let s = Builder::new().start().await;
+    let token = s.token(json!({}));
+    // Each token is new, so none is served from the verified-token cache.
+    let fresh = |n: u32| s.token(json!({"n": n}));
+    assert_eq!(s.get_with_token("/me", &token).await.status, StatusCode::OK);
+
+    let garbage: [(&str, StatusCode, String); 4] = [
+        ("garbage", StatusCode::OK, "{not json".into()),
+        ("no keys", StatusCode::OK, r#"{"keys": "nope"}"#.into()),
+        (
+            "10 MiB",
+            StatusCode::OK,
+            format!(r#"{{"keys": [], "pad": "{}"}}"#, "x".repeat(10 << 20)),
+        ),
+        ("500", StatusCode::INTERNAL_SERVER_ERROR, "oops".into()),
+    ];
+    for (i, (what, status, body)) in garbage.iter().enumerate() {
+        let before = failures(&s);
+        s.idp.set_raw(*status, body);
+        wait_for_failures(&s, before + 1).await;
+        let resp = s.get_with_token("/me", &fresh(i as u32)).await;
+        assert_eq!(resp.status, StatusCode::OK, "{what}: {}", resp.body);
+    }
+    let metrics = s.admin("GET", "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"claimgate_jwks_keys{issuer="test"} 1"#),
+        "{metrics}"
+    );
+    assert!(s.admin("GET", "/readyz").await.status == StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_slow_idp_times_out_and_the_last_keys_serve() {
+    let s = Builder::new().start().await;
+    let before = failures(&s);
+    s.idp.set_delay(Duration::from_secs(30));
+    // The fetcher gives up after 5 s.
+    wait_for_failures(&s, before + 1).await;
+    let resp = s.get_with_token("/me", &s.token(json!({"n": 1}))).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+}
+
+#[tokio::test]
+async fn keys_older_than_max_stale_are_dropped_until_the_idp_returns() {
+    let s = Builder::new()
+        .policy(&policy(
+            "    refresh_interval: 1s\n    refresh_max: 1s\n    max_stale: 2s\n",
+        ))
+        .start()
+        .await;
+    assert_eq!(
+        s.get_with_token("/me", &s.token(json!({}))).await.status,
+        StatusCode::OK
+    );
+    s.idp.set_raw(StatusCode::SERVICE_UNAVAILABLE, "down");
+    // Within the staleness bound the last keys serve...
+    let resp = s.get_with_token("/me", &s.token(json!({"n": 1}))).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    // ...past it they are dropped: 503, and nothing reaches the upstream.
+    let token = s.token(json!({"n": 2}));
+    let dropped = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let before = s.upstream.count();
+            let resp = s.get_with_token("/me", &token).await;
+            if resp.status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(resp.reason(), "keys_unavailable");
+                assert_eq!(s.upstream.count(), before);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "stale keys were never dropped");
+    let metrics = s.admin("GET", "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"claimgate_jwks_keys{issuer="test"} 0"#),
+        "{metrics}"
+    );
+
+    // The IdP is back: keys return without a restart.
+    s.idp.set(&claimgate::demo::keys::jwks([&s.key]));
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while s.get_with_token("/me", &token).await.status != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("keys came back");
+}
+
+#[tokio::test]
+async fn cache_control_max_age_sets_the_refresh_period_within_bounds() {
+    // Without the header: refresh_interval, one hour.
+    let s = Builder::new()
+        .policy(&policy("    refresh_interval: 1h\n    refresh_min: 1s\n"))
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(s.idp.fetches(), 1, "no header: the configured hour");
+
+    // max-age=1 (within [1s, 1h]): about one fetch a second.
+    let s = Builder::new()
+        .policy(&policy("    refresh_interval: 1h\n    refresh_min: 1s\n"))
+        .start_with(|idp| idp.set_cache_control(Some("public, max-age=1")))
+        .await;
+    s.wait_for_fetches(3).await;
+
+    // max-age=0 is held to refresh_min (2 s here): not a fetch per request.
+    let s = Builder::new()
+        .policy(&policy("    refresh_interval: 1h\n    refresh_min: 2s\n"))
+        .start_with(|idp| idp.set_cache_control(Some("no-cache")))
+        .await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let n = s.idp.fetches();
+    assert!((2..=3).contains(&n), "{n} fetches in 3 s with a 2 s floor");
+}
