@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and benchmarks use, if missing:
-#   prometheus  (prometheus + promtool: tests/prometheus.rs)
-#   wrk         (benches/load.sh, only with --bench)
+# Installs what the tests and benchmarks use, if missing:
+#   prometheus  Debian package (prometheus + promtool: tests/prometheus.rs)
+#   PyJWT       from PyPI, with `cryptography` (tests/interop.rs)
+#   wrk         Debian package (benches/load.sh, only with --bench)
 # Idempotent; refreshes the package lists only when an install fails.
 set -euo pipefail
+
+if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
+  echo "installing PyJWT and cryptography (PyPI)" >&2
+  python3 -m pip install -q --disable-pip-version-check 'pyjwt[crypto]>=2.8,<3' >/dev/null
+fi
 pkgs=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || pkgs+=(prometheus)
 if [ "${1:-}" = "--bench" ]; then
