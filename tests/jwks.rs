@@ -153,3 +153,72 @@ async fn cache_control_max_age_sets_the_refresh_period_within_bounds() {
     let n = s.idp.fetches();
     assert!((2..=3).contains(&n), "{n} fetches in 3 s with a 2 s floor");
 }
+
+const DISCOVERY: &str = r#"
+issuers:
+  test:
+    discovery: ${IDP_ORIGIN}
+    audience: [api]
+    allow_http: true
+upstreams:
+  app: ${UPSTREAM}
+routes:
+  - name: me
+    match: { path: /me }
+    upstream: app
+"#;
+
+#[tokio::test]
+async fn oidc_discovery_finds_the_jwks_uri() {
+    let s = Builder::new()
+        .policy(DISCOVERY)
+        .start_with(|idp| {
+            idp.set_discovery(&json!({"issuer": idp.origin(), "jwks_uri": idp.url()}));
+        })
+        .await;
+    let token = s.token(json!({"iss": s.idp.origin()}));
+    assert_eq!(s.get_with_token("/me", &token).await.status, StatusCode::OK);
+    // The issuer is the discovery URL: a token of another `iss` is unknown.
+    let other = s.token(json!({}));
+    assert_eq!(
+        s.get_with_token("/me", &other).await.reason(),
+        "unknown_issuer"
+    );
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_is_refused() {
+    let s = Builder::new()
+        .policy(DISCOVERY)
+        .no_wait()
+        .start_with(|idp| {
+            idp.set_discovery(&json!({"issuer": "https://evil.example", "jwks_uri": idp.url()}));
+        })
+        .await;
+    wait_for_failures(&s, 1).await;
+    let token = s.token(json!({"iss": s.idp.origin()}));
+    let resp = s.get_with_token("/me", &token).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.reason(), "keys_unavailable");
+    assert_eq!(s.upstream.count(), 0);
+    assert_eq!(s.idp.fetches(), 0, "the JWKS was never fetched");
+    assert_eq!(
+        s.admin("GET", "/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// The discovered `jwks_uri` goes through the same fetcher rules as a
+/// configured one (https, or http with `allow_http`; nothing else).
+#[tokio::test]
+async fn a_discovered_jwks_uri_of_another_scheme_is_refused() {
+    let s = Builder::new()
+        .policy(DISCOVERY)
+        .no_wait()
+        .start_with(|idp| {
+            idp.set_discovery(&json!({"issuer": idp.origin(), "jwks_uri": "ftp://x/jwks"}));
+        })
+        .await;
+    wait_for_failures(&s, 1).await;
+    assert_eq!(s.idp.fetches(), 0);
+}

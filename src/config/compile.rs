@@ -237,31 +237,57 @@ impl Compiler {
         self.issuer_origin.insert(name.clone(), at.clone());
         let doc = doc.value;
         let before = self.errs.len();
-        let source = match (&doc.jwks_uri, &doc.jwks_file) {
-            (Some(url), None) => {
-                if url.starts_with("http://") && !doc.allow_http {
-                    self.errs.push(at.clone(), format!("issuer `{name}`: jwks_uri is plain http; set `allow_http: true` to allow it"));
-                } else if !url.starts_with("https://") && !url.starts_with("http://") {
-                    self.errs.push(
-                        at.clone(),
-                        format!("issuer `{name}`: jwks_uri must be an https URL"),
-                    );
-                }
+        let mut check_url = |what: &str, url: &str| {
+            if url.starts_with("http://") && !doc.allow_http {
+                self.errs.push(
+                    at.clone(),
+                    format!(
+                        "issuer `{name}`: {what} is plain http; set `allow_http: true` to allow it"
+                    ),
+                );
+            } else if !url.starts_with("https://") && !url.starts_with("http://") {
+                self.errs.push(
+                    at.clone(),
+                    format!("issuer `{name}`: {what} must be an https URL"),
+                );
+            }
+        };
+        let iss = doc.issuer.clone().or_else(|| doc.discovery.clone());
+        let source = match (&doc.jwks_uri, &doc.jwks_file, &doc.discovery) {
+            (Some(url), None, None) => {
+                check_url("jwks_uri", url);
                 KeySource::Uri {
                     url: url.clone(),
                     allow_http: doc.allow_http,
                 }
             }
-            (None, Some(path)) => {
+            (None, Some(path), None) => {
                 KeySource::File(file.parent().unwrap_or(Path::new(".")).join(path))
+            }
+            (None, None, Some(url)) => {
+                check_url("discovery", url);
+                KeySource::Discovery {
+                    url: url.clone(),
+                    issuer: iss.clone().unwrap_or_default(),
+                    allow_http: doc.allow_http,
+                }
             }
             _ => {
                 self.errs.push(
                     at.clone(),
-                    format!("issuer `{name}`: set exactly one of jwks_uri and jwks_file"),
+                    format!(
+                        "issuer `{name}`: set exactly one of jwks_uri, jwks_file and discovery"
+                    ),
                 );
                 return;
             }
+        };
+        let Some(iss) = iss else {
+            self.errs.push(
+                at.clone(),
+                format!("issuer `{name}`: `issuer` (the exact `iss`) is required"),
+            );
+            return;
         };
         let algorithms = match &doc.algorithms {
             None => ASYMMETRIC.to_vec(),
@@ -290,18 +316,18 @@ impl Compiler {
                 format!("issuer `{name}`: audience must name at least one value"),
             );
         }
-        if doc.issuer.is_empty() {
+        if iss.is_empty() {
             self.errs.push(
                 at.clone(),
                 format!("issuer `{name}`: issuer must not be empty"),
             );
         }
-        if let Some(other) = self.issuers.by_iss(&doc.issuer) {
+        if let Some(other) = self.issuers.by_iss(&iss) {
             self.errs.push(
                 at.clone(),
                 format!(
-                    "issuer `{name}`: `{}` is also the issuer of `{}`",
-                    doc.issuer, other.name
+                    "issuer `{name}`: `{iss}` is also the issuer of `{}`",
+                    other.name
                 ),
             );
         }
@@ -383,7 +409,7 @@ impl Compiler {
         let keys = stores(&name, &source, &algorithms, refresh);
         self.issuers.insert(Issuer {
             name,
-            iss: doc.issuer,
+            iss,
             audiences,
             algorithms,
             leeway: leeway.as_secs(),

@@ -207,8 +207,13 @@ pub struct PolicyDoc {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerDoc {
-    /// The exact `iss` value of this issuer's tokens.
-    pub issuer: String,
+    /// The exact `iss` value of this issuer's tokens; with `discovery`, the
+    /// discovery URL when not given.
+    pub issuer: Option<String>,
+    /// OIDC discovery: the issuer URL whose
+    /// `/.well-known/openid-configuration` names the `jwks_uri`. The
+    /// document's `issuer` must equal this issuer's.
+    pub discovery: Option<String>,
     /// Accepted `aud` values; a token must name at least one.
     pub audience: OneOrMany,
     pub jwks_uri: Option<String>,

@@ -166,6 +166,8 @@ struct Served {
 pub struct JwksServer {
     pub addr: SocketAddr,
     doc: Arc<Mutex<Served>>,
+    /// The OIDC discovery document, when set.
+    discovery: Arc<Mutex<Option<Value>>>,
     fetches: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -179,10 +181,20 @@ impl JwksServer {
             delay: std::time::Duration::ZERO,
         }));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (d, f) = (doc.clone(), fetches.clone());
+        let discovery: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+        let (d, f, disc) = (doc.clone(), fetches.clone(), discovery.clone());
         let (addr, task) = serve(addr, move |req: Request<Incoming>| {
-            let (d, f) = (d.clone(), f.clone());
+            let (d, f, disc) = (d.clone(), f.clone(), disc.clone());
             async move {
+                if req.uri().path() == "/.well-known/openid-configuration" {
+                    let doc = disc.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Some(doc) = doc {
+                        return Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(doc.to_string())))
+                            .unwrap_or_default();
+                    }
+                }
                 if req.uri().path() != "/jwks.json" {
                     return Response::builder()
                         .status(404)
@@ -205,6 +217,7 @@ impl JwksServer {
         Ok(Self {
             addr,
             doc,
+            discovery,
             fetches,
             task,
         })
@@ -212,6 +225,17 @@ impl JwksServer {
 
     pub fn url(&self) -> String {
         format!("http://{}/jwks.json", self.addr)
+    }
+
+    /// The server's origin, `http://127.0.0.1:PORT`: an issuer URL for
+    /// discovery.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves this OIDC discovery document from now on.
+    pub fn set_discovery(&self, doc: &Value) {
+        *self.discovery.lock().unwrap_or_else(|p| p.into_inner()) = Some(doc.clone());
     }
 
     fn served(&self) -> std::sync::MutexGuard<'_, Served> {

@@ -24,7 +24,19 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeySource {
     File(PathBuf),
-    Uri { url: String, allow_http: bool },
+    Uri {
+        url: String,
+        allow_http: bool,
+    },
+    /// OIDC discovery (OpenID Connect Discovery 1.0 §4): the document at
+    /// `url` + `/.well-known/openid-configuration` must name `issuer`
+    /// exactly (§4.3) and give an https `jwks_uri`. Read again on every
+    /// load, so a moved `jwks_uri` is followed.
+    Discovery {
+        url: String,
+        issuer: String,
+        allow_http: bool,
+    },
 }
 
 impl std::fmt::Display for KeySource {
@@ -32,6 +44,7 @@ impl std::fmt::Display for KeySource {
         match self {
             KeySource::File(p) => write!(f, "file {}", p.display()),
             KeySource::Uri { url, .. } => write!(f, "{url}"),
+            KeySource::Discovery { url, .. } => write!(f, "discovery {url}"),
         }
     }
 }
@@ -260,6 +273,15 @@ impl JwksStore {
                 let f = self.fetcher.get(url, *allow_http).await?;
                 (f.body, f.max_age)
             }
+            KeySource::Discovery {
+                url,
+                issuer,
+                allow_http,
+            } => {
+                let jwks_uri = self.discover(url, issuer, *allow_http).await?;
+                let f = self.fetcher.get(&jwks_uri, *allow_http).await?;
+                (f.body, f.max_age)
+            }
         };
         let set = keys::parse(&bytes, &self.algorithms).map(Arc::new)?;
         let r = &self.refresh;
@@ -268,6 +290,34 @@ impl JwksStore {
             None => r.interval,
         };
         Ok(set)
+    }
+
+    /// The `jwks_uri` of an OIDC discovery document whose `issuer` is
+    /// exactly `issuer`.
+    async fn discover(
+        &self,
+        url: &str,
+        issuer: &str,
+        allow_http: bool,
+    ) -> Result<String, JwksError> {
+        let well_known = format!(
+            "{}/.well-known/openid-configuration",
+            url.trim_end_matches('/')
+        );
+        let doc = self.fetcher.get(&well_known, allow_http).await?;
+        let doc: serde_json::Value = serde_json::from_slice(&doc.body)
+            .map_err(|e| JwksError::Fetch(format!("discovery document: {e}")))?;
+        let named = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or("");
+        if named != issuer {
+            return Err(JwksError::Fetch(format!(
+                "discovery document names issuer {named:?}, not {issuer:?}"
+            )));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| JwksError::Fetch("discovery document has no jwks_uri".into()))?;
+        Ok(jwks_uri.to_string())
     }
 
     /// Keeps the keys fresh until the returned task is aborted: every

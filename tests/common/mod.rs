@@ -147,6 +147,12 @@ impl Builder {
         self
     }
 
+    /// Start without waiting for the first key load.
+    pub fn no_wait(mut self) -> Self {
+        self.wait_keys = false;
+        self
+    }
+
     /// Extra keys published in the JWKS besides the default ES256 one.
     pub fn with_keys(mut self, keys: Vec<SigningKey>) -> Self {
         self.keys = keys;
@@ -185,6 +191,7 @@ impl Builder {
         let vars: HashMap<String, String> = [
             ("UPSTREAM".to_string(), upstream.url()),
             ("JWKS_URI".to_string(), idp.url()),
+            ("IDP_ORIGIN".to_string(), idp.origin()),
         ]
         .into();
         let sources = PolicySource::read_dir(dir.path()).unwrap();
