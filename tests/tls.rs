@@ -73,3 +73,110 @@ async fn serves_h2_and_http1_over_tls() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(s.upstream.count(), 2);
 }
+
+/// An HTTPS JWKS endpoint whose certificate is signed by a private CA.
+/// Returns its port and the CA's PEM.
+async fn private_ca_jwks(jwks: serde_json::Value) -> (u16, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key_der = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key_der)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = Bytes::from(jwks.to_string());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(body))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, ca_cert.pem())
+}
+
+#[tokio::test]
+async fn jwks_behind_a_private_ca_needs_its_ca_file() {
+    let key = claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256, "k1");
+    let (port, ca_pem) = private_ca_jwks(claimgate::demo::keys::jwks([&key])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca_pem).unwrap();
+    let policy = |ca: &str| {
+        format!(
+            "issuers:\n  test:\n    issuer: https://issuer.test\n    audience: [api]\n    jwks_uri: https://localhost:{port}/jwks.json\n{ca}\
+             upstreams:\n  app: ${{UPSTREAM}}\nroutes:\n  - name: me\n    match: {{ path: /me }}\n    upstream: app\n"
+        )
+    };
+    let token = key.sign(&common::claims(serde_json::json!({})));
+
+    let trusted = common::Builder::new()
+        .policy(&policy(&format!("    ca_file: {}\n", ca_path.display())))
+        .start()
+        .await;
+    let resp = trusted.get_with_token("/me", &token).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+
+    // Without the CA file the certificate is not trusted: no keys, 503.
+    let untrusted = common::Builder::new()
+        .policy(&policy(""))
+        .no_wait()
+        .start()
+        .await;
+    let failed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let n = untrusted
+                .running()
+                .app
+                .metrics
+                .jwks_fetches
+                .with_label_values(&["test", "failure"])
+                .get();
+            if n > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(failed.is_ok(), "the untrusted certificate was accepted");
+    let resp = untrusted.get_with_token("/me", &token).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(untrusted.upstream.count(), 0);
+}

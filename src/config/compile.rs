@@ -237,6 +237,22 @@ impl Compiler {
         self.issuer_origin.insert(name.clone(), at.clone());
         let doc = doc.value;
         let before = self.errs.len();
+        let ca_file = doc
+            .ca_file
+            .as_ref()
+            .map(|p| file.parent().unwrap_or(Path::new(".")).join(p));
+        if let Some(path) = &ca_file {
+            if let Err(e) = crate::jwks::fetch::ca_certificates(path) {
+                self.errs
+                    .push(at.clone(), format!("issuer `{name}`: ca_file {e}"));
+            }
+            if doc.jwks_file.is_some() {
+                self.errs.push(
+                    at.clone(),
+                    format!("issuer `{name}`: ca_file goes with jwks_uri or discovery"),
+                );
+            }
+        }
         let mut check_url = |what: &str, url: &str| {
             if url.starts_with("http://") && !doc.allow_http {
                 self.errs.push(
@@ -259,6 +275,7 @@ impl Compiler {
                 KeySource::Uri {
                     url: url.clone(),
                     allow_http: doc.allow_http,
+                    ca_file: ca_file.clone(),
                 }
             }
             (None, Some(path), None) => {
@@ -270,6 +287,7 @@ impl Compiler {
                     url: url.clone(),
                     issuer: iss.clone().unwrap_or_default(),
                     allow_http: doc.allow_http,
+                    ca_file: ca_file.clone(),
                 }
             }
             _ => {

@@ -219,6 +219,9 @@ pub struct IssuerDoc {
     pub jwks_uri: Option<String>,
     /// A JWKS file, resolved against the policy file's folder.
     pub jwks_file: Option<PathBuf>,
+    /// Extra trusted CA certificates (PEM) for `jwks_uri` / `discovery`,
+    /// relative to the policy file.
+    pub ca_file: Option<PathBuf>,
     /// Plain-http `jwks_uri` is refused unless this is set.
     #[serde(default)]
     pub allow_http: bool,

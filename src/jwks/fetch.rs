@@ -22,21 +22,63 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct Fetcher {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     total_timeout: Duration,
+    /// Set when the fetcher could not be built as configured: every fetch
+    /// fails with this.
+    broken: Option<String>,
 }
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for Fetcher {
     fn default() -> Self {
-        Self::new(Duration::from_secs(2), Duration::from_secs(5))
+        Self::new(CONNECT_TIMEOUT, TOTAL_TIMEOUT)
     }
 }
 
 impl Fetcher {
+    /// A fetcher trusting the Mozilla roots (`webpki-roots`).
     pub fn new(connect_timeout: Duration, total_timeout: Duration) -> Self {
+        Self::with_roots(connect_timeout, total_timeout, webpki_roots())
+    }
+
+    /// A fetcher trusting the Mozilla roots plus every certificate of the
+    /// PEM file at `path` (an IdP behind a private CA).
+    pub fn with_ca_file(path: &std::path::Path) -> Result<Self, String> {
+        let mut roots = webpki_roots();
+        for cert in ca_certificates(path)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(Self::with_roots(CONNECT_TIMEOUT, TOTAL_TIMEOUT, roots))
+    }
+
+    /// A fetcher whose every fetch fails with `why`.
+    pub fn broken(why: String) -> Self {
+        Self {
+            broken: Some(why),
+            ..Self::default()
+        }
+    }
+
+    fn with_roots(
+        connect_timeout: Duration,
+        total_timeout: Duration,
+        roots: rustls::RootCertStore,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -45,12 +87,16 @@ impl Fetcher {
         Self {
             client,
             total_timeout,
+            broken: None,
         }
     }
 
     /// GETs `url` and returns its body and `Cache-Control` lifetime.
     /// `allow_http` permits plain http.
     pub async fn get(&self, url: &str, allow_http: bool) -> Result<Fetched, JwksError> {
+        if let Some(why) = &self.broken {
+            return Err(JwksError::Fetch(why.clone()));
+        }
         let uri: Uri = url
             .parse()
             .map_err(|_| JwksError::Fetch("not a URL".into()))?;
@@ -102,6 +148,27 @@ impl Fetcher {
             .await
             .map_err(|_| JwksError::Fetch("timed out".into()))?
     }
+}
+
+fn webpki_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// The certificates of a PEM file; an error when it holds none.
+pub fn ca_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", path.display()));
+    }
+    Ok(certs)
 }
 
 /// A fetched document.

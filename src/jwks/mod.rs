@@ -27,6 +27,8 @@ pub enum KeySource {
     Uri {
         url: String,
         allow_http: bool,
+        /// Extra trusted roots (PEM), besides the Mozilla ones.
+        ca_file: Option<PathBuf>,
     },
     /// OIDC discovery (OpenID Connect Discovery 1.0 §4): the document at
     /// `url` + `/.well-known/openid-configuration` must name `issuer`
@@ -36,6 +38,7 @@ pub enum KeySource {
         url: String,
         issuer: String,
         allow_http: bool,
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -103,6 +106,24 @@ impl JwksStore {
         fetcher: Fetcher,
         metrics: Arc<Metrics>,
     ) -> Self {
+        // An issuer behind a private CA gets a fetcher of its own.
+        let ca_file = match &source {
+            KeySource::Uri { ca_file, .. } | KeySource::Discovery { ca_file, .. } => {
+                ca_file.as_ref()
+            }
+            KeySource::File(_) => None,
+        };
+        let fetcher = match ca_file.map(|p| Fetcher::with_ca_file(p)) {
+            None => fetcher,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                // Checked at load; reaching this means the file changed
+                // since. Fetches then fail (and say why) rather than trust
+                // less or more than configured.
+                tracing::error!(issuer, "ca_file: {e}");
+                Fetcher::broken(e)
+            }
+        };
         Self {
             issuer,
             source,
@@ -269,7 +290,9 @@ impl JwksStore {
                     .into(),
                 None,
             ),
-            KeySource::Uri { url, allow_http } => {
+            KeySource::Uri {
+                url, allow_http, ..
+            } => {
                 let f = self.fetcher.get(url, *allow_http).await?;
                 (f.body, f.max_age)
             }
@@ -277,6 +300,7 @@ impl JwksStore {
                 url,
                 issuer,
                 allow_http,
+                ..
             } => {
                 let jwks_uri = self.discover(url, issuer, *allow_http).await?;
                 let f = self.fetcher.get(&jwks_uri, *allow_http).await?;
