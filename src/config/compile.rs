@@ -16,8 +16,8 @@ use super::docs::{
 use super::error::{ConfigErrors, Origin};
 use super::yaml::{self, Vars};
 use crate::forward::{HeaderTemplate, OwnedHeaders};
-use crate::jwks::keys::ASYMMETRIC;
-use crate::jwks::{JwksStore, KeySource, Refresh};
+use crate::jwks::keys::{ASYMMETRIC, HMAC};
+use crate::jwks::{JwksStore, KeySource, Refresh, SecretRef};
 use crate::policy::route::{param_names, parse_template};
 use crate::policy::rule::{
     ClaimLocations, Cmp, Need, Operand, RequestValue, TenantFrom, TenantKind,
@@ -269,8 +269,34 @@ impl Compiler {
             }
         };
         let iss = doc.issuer.clone().or_else(|| doc.discovery.clone());
-        let source = match (&doc.jwks_uri, &doc.jwks_file, &doc.discovery) {
-            (Some(url), None, None) => {
+        let secret = match &doc.hmac_secret {
+            None => None,
+            Some(s) => {
+                match (&s.env, &s.file) {
+                    (Some(name), None) => Some(SecretRef::Env(name.clone())),
+                    (None, Some(p)) => Some(SecretRef::File(
+                        file.parent().unwrap_or(Path::new(".")).join(p),
+                    )),
+                    _ => {
+                        self.errs.push(
+                        at.clone(),
+                        format!("issuer `{name}`: hmac_secret takes exactly one of `env` and `file`"),
+                    );
+                        return;
+                    }
+                }
+            }
+        };
+        let source = match (&secret, &doc.jwks_uri, &doc.jwks_file, &doc.discovery) {
+            (Some(s), None, None, None) => KeySource::Secret(s.clone()),
+            (Some(_), ..) => {
+                self.errs.push(
+                    at.clone(),
+                    format!("issuer `{name}`: an hmac_secret issuer has no public keys (drop jwks_uri, jwks_file, discovery): one issuer never mixes HMAC and asymmetric keys"),
+                );
+                return;
+            }
+            (None, Some(url), None, None) => {
                 check_url("jwks_uri", url);
                 KeySource::Uri {
                     url: url.clone(),
@@ -278,10 +304,10 @@ impl Compiler {
                     ca_file: ca_file.clone(),
                 }
             }
-            (None, Some(path), None) => {
+            (None, None, Some(path), None) => {
                 KeySource::File(file.parent().unwrap_or(Path::new(".")).join(path))
             }
-            (None, None, Some(url)) => {
+            (None, None, None, Some(url)) => {
                 check_url("discovery", url);
                 KeySource::Discovery {
                     url: url.clone(),
@@ -294,7 +320,7 @@ impl Compiler {
                 self.errs.push(
                     at.clone(),
                     format!(
-                        "issuer `{name}`: set exactly one of jwks_uri, jwks_file and discovery"
+                        "issuer `{name}`: set exactly one of jwks_uri, jwks_file, discovery and hmac_secret"
                     ),
                 );
                 return;
@@ -307,14 +333,18 @@ impl Compiler {
             );
             return;
         };
+        // Rule 10: HMAC only with a configured secret, and then only HMAC.
+        let family: &[Algorithm] = if secret.is_some() { &HMAC } else { &ASYMMETRIC };
         let algorithms = match &doc.algorithms {
+            None if secret.is_some() => vec![Algorithm::HS256],
             None => ASYMMETRIC.to_vec(),
             Some(list) => {
                 let mut out = Vec::new();
                 for a in list {
                     match a.parse::<Algorithm>() {
-                        Ok(alg) if ASYMMETRIC.contains(&alg) => out.push(alg),
-                        _ => self.errs.push(at.clone(), format!("issuer `{name}`: algorithm `{a}` is not supported (asymmetric only: RS*, PS*, ES256, ES384, EdDSA)")),
+                        Ok(alg) if family.contains(&alg) => out.push(alg),
+                        _ if secret.is_some() => self.errs.push(at.clone(), format!("issuer `{name}`: algorithm `{a}` does not go with hmac_secret (HS256, HS384, HS512 only)")),
+                        _ => self.errs.push(at.clone(), format!("issuer `{name}`: algorithm `{a}` is not supported (asymmetric only: RS*, PS*, ES256, ES384, EdDSA; HS* need hmac_secret)")),
                     }
                 }
                 out

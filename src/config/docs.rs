@@ -219,6 +219,9 @@ pub struct IssuerDoc {
     pub jwks_uri: Option<String>,
     /// A JWKS file, resolved against the policy file's folder.
     pub jwks_file: Option<PathBuf>,
+    /// A shared HMAC secret instead of public keys: `{env: NAME}` or
+    /// `{file: path}`. Its algorithms are HS* only.
+    pub hmac_secret: Option<SecretDoc>,
     /// Extra trusted CA certificates (PEM) for `jwks_uri` / `discovery`,
     /// relative to the policy file.
     pub ca_file: Option<PathBuf>,
@@ -255,6 +258,14 @@ pub struct IssuerDoc {
     /// Overrides of the profile's claim locations.
     #[serde(default)]
     pub claims: ClaimsDoc,
+}
+
+/// Where a secret is read from; its value never appears in the config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDoc {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 /// Claim locations, each a JSONPath (tenant keys are member names).

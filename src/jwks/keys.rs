@@ -17,6 +17,10 @@ pub const MAX_KEYS: usize = 100;
 /// Smallest RSA modulus accepted (RFC 7518 §3.3 requires 2048 bits).
 pub const MIN_RSA_BITS: usize = 2048;
 
+/// The HMAC algorithms: only ever with a configured secret, never from a
+/// JWKS, and never on an issuer that also has public keys (rule 10).
+pub const HMAC: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
 /// Every asymmetric algorithm claimgate verifies.
 pub const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
@@ -62,6 +66,9 @@ pub struct KeySet {
     keys: Vec<Arc<VerifyKey>>,
     by_kid: HashMap<String, Arc<VerifyKey>>,
     fingerprints: std::collections::HashSet<u64>,
+    /// A shared-secret set: its one key verifies whatever `kid` a token
+    /// names (HMAC tokens often name none, or an opaque one).
+    any_kid: bool,
     /// Why keys were skipped, for logs.
     pub skipped: Vec<String>,
 }
@@ -82,7 +89,7 @@ impl KeySet {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'a Arc<VerifyKey>> + 'a {
-        let by_kid = kid.map(|k| self.by_kid.get(k));
+        let by_kid = kid.filter(|_| !self.any_kid).map(|k| self.by_kid.get(k));
         let list: Box<dyn Iterator<Item = &'a Arc<VerifyKey>> + 'a> = match by_kid {
             Some(found) => Box::new(found.into_iter()),
             None => Box::new(self.keys.iter()),
@@ -152,6 +159,54 @@ pub fn parse(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
     Ok(set)
 }
 
+/// The key set of a shared secret: one key for the HMAC algorithms of
+/// `allowed` its length permits (RFC 7518 §3.2: at least the hash size).
+pub fn secret(secret: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
+    let algorithms: Vec<Algorithm> = [
+        (Algorithm::HS256, 32),
+        (Algorithm::HS384, 48),
+        (Algorithm::HS512, 64),
+    ]
+    .iter()
+    .filter(|(alg, min)| allowed.contains(alg) && secret.len() >= *min)
+    .map(|(alg, _)| *alg)
+    .collect();
+    if algorithms.is_empty() {
+        return Err(JwksError::Fetch(format!(
+            "the secret has {} bytes: HS256 needs 32, HS384 48, HS512 64",
+            secret.len()
+        )));
+    }
+    // The key's identity without its value: a digest of the secret.
+    let material = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let fingerprint = fingerprint(&material);
+    let key = VerifyKey {
+        kid: None,
+        algorithms,
+        key: DecodingKey::from_secret(secret),
+        material,
+        fingerprint,
+    };
+    let mut set = KeySet {
+        any_kid: true,
+        ..KeySet::default()
+    };
+    set.fingerprints.insert(fingerprint);
+    set.keys.push(Arc::new(key));
+    Ok(set)
+}
+
+fn fingerprint(material: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    material.hash(&mut h);
+    h.finish()
+}
+
 fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
     let s = |name: &str| jwk.get(name).and_then(Value::as_str);
     match jwk.get("use") {
@@ -212,12 +267,7 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err("`kid` is not a string".into()),
     };
-    let fingerprint = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        material.hash(&mut h);
-        h.finish()
-    };
+    let fingerprint = fingerprint(&material);
     Ok(VerifyKey {
         kid,
         algorithms,

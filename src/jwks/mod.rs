@@ -40,6 +40,17 @@ pub enum KeySource {
         allow_http: bool,
         ca_file: Option<PathBuf>,
     },
+    /// A shared HMAC secret. Only where it is read from is held here, so
+    /// that logs, `Debug` and `/admin/config` can never show the value.
+    Secret(SecretRef),
+}
+
+/// Where a shared secret is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretRef {
+    Env(String),
+    /// Re-read on every refresh, so a rotated secret file is picked up.
+    File(PathBuf),
 }
 
 impl std::fmt::Display for KeySource {
@@ -48,6 +59,8 @@ impl std::fmt::Display for KeySource {
             KeySource::File(p) => write!(f, "file {}", p.display()),
             KeySource::Uri { url, .. } => write!(f, "{url}"),
             KeySource::Discovery { url, .. } => write!(f, "discovery {url}"),
+            KeySource::Secret(SecretRef::Env(name)) => write!(f, "secret from ${name}"),
+            KeySource::Secret(SecretRef::File(p)) => write!(f, "secret file {}", p.display()),
         }
     }
 }
@@ -111,7 +124,7 @@ impl JwksStore {
             KeySource::Uri { ca_file, .. } | KeySource::Discovery { ca_file, .. } => {
                 ca_file.as_ref()
             }
-            KeySource::File(_) => None,
+            KeySource::File(_) | KeySource::Secret(_) => None,
         };
         let fetcher = match ca_file.map(|p| Fetcher::with_ca_file(p)) {
             None => fetcher,
@@ -283,6 +296,7 @@ impl JwksStore {
 
     async fn load(&self) -> Result<Arc<KeySet>, JwksError> {
         let (bytes, max_age) = match &self.source {
+            KeySource::Secret(from) => return self.load_secret(from).await,
             KeySource::File(path) => (
                 tokio::fs::read(path)
                     .await
@@ -314,6 +328,27 @@ impl JwksStore {
             None => r.interval,
         };
         Ok(set)
+    }
+
+    /// The key set of a shared secret, read where the config says.
+    async fn load_secret(&self, from: &SecretRef) -> Result<Arc<KeySet>, JwksError> {
+        let secret = match from {
+            SecretRef::Env(name) => std::env::var(name)
+                .map(String::into_bytes)
+                .map_err(|_| JwksError::Fetch(format!("${name} is not set")))?,
+            SecretRef::File(path) => {
+                let mut b = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?;
+                // A trailing newline from `echo` or an editor is not
+                // part of the secret.
+                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                    b.pop();
+                }
+                b
+            }
+        };
+        keys::secret(&secret, &self.algorithms).map(Arc::new)
     }
 
     /// The `jwks_uri` of an OIDC discovery document whose `issuer` is
@@ -462,5 +497,38 @@ mod tests {
         assert!(store.recently_unknown("kid-4999"));
         store.refresh().await.unwrap();
         assert!(!store.recently_unknown("kid-4999"));
+    }
+
+    #[tokio::test]
+    async fn secrets_come_from_the_environment_or_say_which_variable_is_missing() {
+        let store = |name: &str| {
+            JwksStore::new(
+                "i".into(),
+                KeySource::Secret(SecretRef::Env(name.into())),
+                keys::HMAC.to_vec(),
+                Refresh {
+                    interval: Duration::from_secs(3600),
+                    min_interval: Duration::from_secs(1),
+                    max_interval: Duration::from_secs(3600),
+                    max_stale: Duration::from_secs(86400),
+                    unknown_kid_cooldown: Duration::from_secs(30),
+                },
+                Fetcher::default(),
+                Arc::new(Metrics::new()),
+            )
+        };
+        // `PATH` is set in every test environment and long enough for HS256.
+        let path_len = std::env::var("PATH").unwrap().len();
+        match store("PATH").refresh().await {
+            Ok(n) => assert!(path_len >= 32 && n == 1),
+            Err(e) => assert!(path_len < 32 && e.to_string().contains("bytes"), "{e}"),
+        }
+        let missing = store("CLAIMGATE_TEST_UNSET_SECRET").refresh().await;
+        assert_eq!(
+            missing,
+            Err(JwksError::Fetch(
+                "$CLAIMGATE_TEST_UNSET_SECRET is not set".into()
+            ))
+        );
     }
 }

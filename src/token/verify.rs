@@ -113,7 +113,11 @@ pub fn verify(
     let alg: Algorithm = alg
         .parse()
         .ok()
-        .filter(|a| crate::jwks::keys::ASYMMETRIC.contains(a))
+        .filter(|a| {
+            // HMAC only where the issuer (checked below) has a configured
+            // secret: a JWKS issuer's algorithms are asymmetric only.
+            crate::jwks::keys::ASYMMETRIC.contains(a) || crate::jwks::keys::HMAC.contains(a)
+        })
         .ok_or_else(|| {
             refuse(TokenError::AlgorithmNotAllowed(
                 alg.chars().take(16).collect(),
