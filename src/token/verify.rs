@@ -161,7 +161,7 @@ pub fn verify(
     let mut good = None;
     for key in keys.select(kid, alg) {
         tried = true;
-        if jsonwebtoken::crypto::verify(s64, message, &key.key, alg).unwrap_or(false) {
+        if key.verify(alg, message, s64) {
             good = Some(key.fingerprint);
             break;
         }
