@@ -159,7 +159,10 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
             }
             let mut claims = claims.clone();
             for name in &issuer.untrusted_claims {
-                claims.remove(name);
+                if claims.remove(name).is_some() && issuer.refuse_untrusted {
+                    x.token = format!("refused: carries the untrusted claim `{name}`");
+                    return Err(Rejection::Token(TokenError::UntrustedClaim(name.clone())));
+                }
             }
             x.token = "claims given: signature, exp and aud not checked".into();
             (Value::Object(claims), issuer)

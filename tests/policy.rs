@@ -252,3 +252,23 @@ async fn rfc9068_profile_needs_typ_at_jwt() {
         assert_eq!(s.upstream.count(), before);
     }
 }
+
+#[tokio::test]
+async fn an_issuer_can_refuse_tokens_carrying_untrusted_claims() {
+    let policy = POLICY.replace(
+        "    profile: descope\n",
+        "    profile: descope\n    refuse_untrusted_claims: true\n",
+    );
+    let s = Builder::new().policy(&policy).start().await;
+    let spoofed = session(
+        &s,
+        json!({"roles": ["admin"], "nsec": {"roles": ["admin"]}}),
+    );
+    let before = s.upstream.count();
+    let resp = s.get_with_token("/admin/users", &spoofed).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.reason(), "untrusted_claim");
+    assert_eq!(s.upstream.count(), before);
+    let clean = session(&s, json!({"roles": ["admin"]}));
+    expect(&s, "/admin/users", &clean, &[], StatusCode::OK).await;
+}

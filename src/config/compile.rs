@@ -462,6 +462,7 @@ impl Compiler {
             algorithms,
             leeway: leeway.as_secs(),
             untrusted_claims: untrusted,
+            refuse_untrusted: doc.refuse_untrusted_claims,
             profile: doc.profile,
             token_from,
             max_lifetime: doc.max_lifetime.map(|d| d.as_secs()),

@@ -246,6 +246,10 @@ pub struct IssuerDoc {
     #[serde(default, deserialize_with = "duration::option")]
     pub unknown_kid_cooldown: Option<Duration>,
     pub untrusted_claims: Option<Vec<String>>,
+    /// Refuse (401 `untrusted_claim`) a token carrying an untrusted claim,
+    /// instead of removing the claim.
+    #[serde(default)]
+    pub refuse_untrusted_claims: bool,
     /// Where tokens may come from, in order: `bearer`, `cookie:NAME`,
     /// `header:NAME[:PREFIX]`, `query:NAME`. Default `[bearer]`.
     pub token_from: Option<Vec<String>>,

@@ -153,6 +153,7 @@ mod tests {
             algorithms: vec![key.alg],
             leeway: 0,
             untrusted_claims: vec![],
+            refuse_untrusted: false,
             profile: crate::token::Profile::Generic,
             token_from: vec![crate::token::extract::TokenSource::Bearer],
             max_lifetime: None,

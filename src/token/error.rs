@@ -45,6 +45,9 @@ pub enum TokenError {
     SourceNotAllowed(String),
     #[error("token lifetime (exp - iat) is longer than the issuer allows")]
     LifetimeTooLong,
+    /// The issuer refuses tokens carrying claims a client could have set.
+    #[error("token carries the untrusted claim `{0}`")]
+    UntrustedClaim(String),
 }
 
 impl TokenError {
@@ -70,6 +73,7 @@ impl TokenError {
             TokenError::WrongType(_) => "wrong_token_type",
             TokenError::SourceNotAllowed(_) => "token_source_not_allowed",
             TokenError::LifetimeTooLong => "lifetime_too_long",
+            TokenError::UntrustedClaim(_) => "untrusted_claim",
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Issuer {
     pub leeway: u64,
     /// Top-level claims a client could have set; removed before policy.
     pub untrusted_claims: Vec<String>,
+    /// Refuse tokens that carry one, instead of removing it.
+    pub refuse_untrusted: bool,
     pub profile: Profile,
     /// Where its tokens may come from.
     pub token_from: Vec<TokenSource>,
@@ -45,6 +47,7 @@ impl Issuer {
             && self.algorithms == other.algorithms
             && self.leeway == other.leeway
             && self.untrusted_claims == other.untrusted_claims
+            && self.refuse_untrusted == other.refuse_untrusted
             && self.profile == other.profile
             && self.token_from == other.token_from
             && self.max_lifetime == other.max_lifetime

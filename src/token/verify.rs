@@ -188,9 +188,12 @@ pub fn verify(
         }
     }
     let exp = check_claims(&payload, issuer, now).map_err(fail)?;
-    // Rule 8: claims a client could have set never reach policy or headers.
+    // Rule 8: claims a client could have set never reach policy or headers:
+    // removed, or the token refused where the issuer says so.
     for name in &issuer.untrusted_claims {
-        payload.remove(name);
+        if payload.remove(name).is_some() && issuer.refuse_untrusted {
+            return Err(fail(TokenError::UntrustedClaim(name.clone())));
+        }
     }
     Ok(Verified {
         issuer: issuer.clone(),
