@@ -422,27 +422,40 @@ mod tests {
     use super::*;
     use crate::demo::keys::{jwks, SigningKey};
 
-    #[tokio::test]
-    async fn a_kid_known_to_be_unknown_does_not_wait_for_the_load_gate() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jwks.json");
-        let key = SigningKey::generate(Algorithm::ES256, "k1");
-        std::fs::write(&path, jwks([&key]).to_string()).unwrap();
+    const REFRESH: Refresh = Refresh {
+        interval: Duration::from_secs(3600),
+        min_interval: Duration::from_secs(1),
+        max_interval: Duration::from_secs(3600),
+        max_stale: Duration::from_secs(86400),
+        unknown_kid_cooldown: Duration::from_secs(30),
+    };
+
+    /// A store of issuer `i` over `source`, and its metrics.
+    fn store(source: KeySource, algorithms: &[Algorithm]) -> (JwksStore, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let store = JwksStore::new(
             "i".into(),
-            KeySource::File(path),
-            keys::ASYMMETRIC.to_vec(),
-            Refresh {
-                interval: Duration::from_secs(3600),
-                min_interval: Duration::from_secs(1),
-                max_interval: Duration::from_secs(3600),
-                max_stale: Duration::from_secs(86400),
-                unknown_kid_cooldown: Duration::from_secs(30),
-            },
+            source,
+            algorithms.to_vec(),
+            REFRESH,
             Fetcher::default(),
             metrics.clone(),
         );
+        (store, metrics)
+    }
+
+    /// A store loading a one-key JWKS file in `dir`.
+    fn file_store(dir: &tempfile::TempDir) -> (JwksStore, Arc<Metrics>) {
+        let path = dir.path().join("jwks.json");
+        let key = SigningKey::generate(Algorithm::ES256, "k1");
+        std::fs::write(&path, jwks([&key]).to_string()).unwrap();
+        store(KeySource::File(path), &keys::ASYMMETRIC)
+    }
+
+    #[tokio::test]
+    async fn a_kid_known_to_be_unknown_does_not_wait_for_the_load_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, metrics) = file_store(&dir);
         store.refresh().await.unwrap();
         // Right after a load: in the cooldown, `x` is refused and remembered.
         assert!(!store.refresh_for_unknown_kid(Some("x")).await);
@@ -472,23 +485,7 @@ mod tests {
     #[tokio::test]
     async fn the_negative_cache_is_bounded_and_cleared_by_new_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jwks.json");
-        let key = SigningKey::generate(Algorithm::ES256, "k1");
-        std::fs::write(&path, jwks([&key]).to_string()).unwrap();
-        let store = JwksStore::new(
-            "i".into(),
-            KeySource::File(path),
-            keys::ASYMMETRIC.to_vec(),
-            Refresh {
-                interval: Duration::from_secs(3600),
-                min_interval: Duration::from_secs(1),
-                max_interval: Duration::from_secs(3600),
-                max_stale: Duration::from_secs(86400),
-                unknown_kid_cooldown: Duration::from_secs(30),
-            },
-            Fetcher::default(),
-            Arc::new(Metrics::new()),
-        );
+        let (store, _) = file_store(&dir);
         store.refresh().await.unwrap();
         for i in 0..5000 {
             store.remember_unknown(&format!("kid-{i}"));
@@ -501,22 +498,8 @@ mod tests {
 
     #[tokio::test]
     async fn secrets_come_from_the_environment_or_say_which_variable_is_missing() {
-        let store = |name: &str| {
-            JwksStore::new(
-                "i".into(),
-                KeySource::Secret(SecretRef::Env(name.into())),
-                keys::HMAC.to_vec(),
-                Refresh {
-                    interval: Duration::from_secs(3600),
-                    min_interval: Duration::from_secs(1),
-                    max_interval: Duration::from_secs(3600),
-                    max_stale: Duration::from_secs(86400),
-                    unknown_kid_cooldown: Duration::from_secs(30),
-                },
-                Fetcher::default(),
-                Arc::new(Metrics::new()),
-            )
-        };
+        let store =
+            |name: &str| store(KeySource::Secret(SecretRef::Env(name.into())), &keys::HMAC).0;
         // `PATH` is set in every test environment and long enough for HS256.
         let path_len = std::env::var("PATH").unwrap().len();
         match store("PATH").refresh().await {
