@@ -216,7 +216,7 @@ routes:
     c.bench_function("inject/render_5_headers", |b| {
         b.iter(|| {
             for t in &route.forward {
-                black_box(t.render(black_box(&claims)).unwrap());
+                black_box(t.render(black_box(&claims), &facts).unwrap());
             }
         })
     });

@@ -129,6 +129,11 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
             .map_err(|_| Rejection::Token(TokenError::Malformed("not base64url")))?;
         headers.insert(AUTHORIZATION, value);
     }
+    if snapshot.refuse_spoofed {
+        if let Some(name) = forward::spoofed(&headers, &snapshot.owned_headers) {
+            return Err(Rejection::Spoofed(name));
+        }
+    }
     let before: Vec<String> = headers.keys().map(|k| k.to_string()).collect();
     forward::clean_request(&mut headers, &snapshot.owned_headers);
     x.removed = before

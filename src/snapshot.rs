@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub max_token_bytes: usize,
     /// Where tokens are looked for: every issuer's sources, bearer first.
     pub token_sources: Vec<TokenSource>,
+    /// A client header claimgate owns gets 400 instead of being removed.
+    pub refuse_spoofed: bool,
 }
 
 /// Where a route's requests go.

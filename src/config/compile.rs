@@ -11,10 +11,12 @@ use jsonwebtoken::Algorithm;
 use serde_saphyr::Spanned;
 
 use super::docs::{
-    origin, IssuerDoc, LevelsRef, NeedDoc, PolicyDoc, RouteDoc, RuleDoc, TenantNeedDoc,
+    origin, ForwardDoc, IssuerDoc, LevelsRef, NeedDoc, PolicyDoc, RouteDoc, RuleDoc,
+    SpoofedHeaders, TenantNeedDoc,
 };
 use super::error::{ConfigErrors, Origin};
 use super::yaml::{self, Vars};
+use crate::forward::template::Encoding;
 use crate::forward::{HeaderTemplate, OwnedHeaders};
 use crate::jwks::keys::{ASYMMETRIC, HMAC};
 use crate::jwks::{JwksStore, KeySource, Refresh, SecretRef};
@@ -122,6 +124,7 @@ pub fn compile(
         defaults: Vec::new(),
         prefixes: Vec::new(),
         levels: BTreeMap::new(),
+        refuse_spoofed: false,
     };
     // Issuers and upstreams first: routes refer to them by name.
     for (file, doc) in &mut docs {
@@ -143,9 +146,12 @@ pub fn compile(
     }
     for (file, doc) in &docs {
         for (name, text) in &doc.forward {
-            if let Some(t) = c.template(file, name, text) {
+            if let Some(t) = c.template(file, name, text, &[]) {
                 c.defaults.push(t);
             }
+        }
+        if doc.spoofed_headers == SpoofedHeaders::Refuse {
+            c.refuse_spoofed = true;
         }
     }
     let mut router = Router::default();
@@ -164,6 +170,7 @@ pub fn compile(
             }
             if let Some((segments, route)) = c.route(file, at.clone(), route.value) {
                 all_templates.extend(route.forward.iter().map(|t| t.name.to_string()));
+                all_templates.extend(route.claims_header.iter().map(|h| h.to_string()));
                 if let Err(other) = router.insert(&segments, Arc::new(route)) {
                     c.errs.push(
                         at,
@@ -200,6 +207,7 @@ pub fn compile(
     let snapshot = Snapshot {
         generation,
         token_sources,
+        refuse_spoofed: c.refuse_spoofed,
         router,
         issuers: c.issuers,
         owned_headers,
@@ -218,6 +226,8 @@ struct Compiler {
     prefixes: Vec<String>,
     /// Named `at_least` orders from every file's `levels:`.
     levels: BTreeMap<String, Arc<Vec<String>>>,
+    /// Some file says `spoofed_headers: refuse`.
+    refuse_spoofed: bool,
 }
 
 impl Compiler {
@@ -514,12 +524,18 @@ impl Compiler {
         &mut self,
         file: &Path,
         name: &str,
-        text: &Spanned<String>,
+        doc: &Spanned<ForwardDoc>,
+        params: &[String],
     ) -> Option<HeaderTemplate> {
-        HeaderTemplate::compile(name, &text.value, &self.untrusted)
+        let (text, encoding, empty) = match &doc.value {
+            ForwardDoc::Template(t) => (t, Encoding::Text, None),
+            ForwardDoc::Full(f) => (&f.value, f.encoding, f.empty),
+        };
+        HeaderTemplate::compile(name, text, &self.untrusted, params)
+            .map(|t| t.with(encoding, empty))
             .map_err(|e| {
                 self.errs
-                    .push(origin(file, text), format!("header `{name}`: {e}"))
+                    .push(origin(file, doc), format!("header `{name}`: {e}"))
             })
             .ok()
     }
@@ -590,7 +606,7 @@ impl Compiler {
         if !doc.public {
             forward = self.defaults.clone();
             for (hname, text) in &doc.forward {
-                if let Some(t) = self.template(file, hname, text) {
+                if let Some(t) = self.template(file, hname, text, &params) {
                     forward.retain(|d| d.name != t.name);
                     forward.push(t);
                 }
@@ -603,11 +619,31 @@ impl Compiler {
                 )),
             );
         }
+        let claims_header = match &doc.claims_header {
+            None => None,
+            Some(h) => match h.parse::<http::HeaderName>() {
+                Ok(h) if !doc.public => Some(h),
+                Ok(_) => {
+                    self.errs.push(
+                        at.clone(),
+                        ctx("a public route has no claims for claims_header".into()),
+                    );
+                    None
+                }
+                Err(_) => {
+                    self.errs
+                        .push(at.clone(), ctx(format!("`{h}` is not a header name")));
+                    None
+                }
+            },
+        };
         if self.errs.len() != before {
             return None;
         }
         let segments = segments?;
         let route = Route {
+            empty_claims: doc.empty_claims.unwrap_or_default(),
+            claims_header,
             name,
             template: doc.matcher.path,
             methods,

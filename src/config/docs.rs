@@ -12,6 +12,7 @@ use serde_saphyr::Spanned;
 use super::duration;
 use super::error::{ConfigErrors, Origin};
 use super::{Limits, ProcessConfig, ReloadSettings, TlsFiles};
+use crate::forward::template::{Empty, Encoding};
 use crate::token::Profile;
 
 // === process file ===
@@ -192,7 +193,11 @@ pub struct PolicyDoc {
     pub upstreams: BTreeMap<String, Spanned<String>>,
     /// Header templates applied on every authenticated route.
     #[serde(default)]
-    pub forward: BTreeMap<String, Spanned<String>>,
+    pub forward: BTreeMap<String, Spanned<ForwardDoc>>,
+    /// What to do with a client header claimgate owns: `strip` it (the
+    /// default) or `refuse` the request with 400.
+    #[serde(default)]
+    pub spoofed_headers: SpoofedHeaders,
     /// Client headers starting with one of these are always removed.
     #[serde(default)]
     pub reserved_header_prefixes: Vec<Spanned<String>>,
@@ -316,10 +321,55 @@ pub struct RouteDoc {
     /// The rule a verified token must satisfy; any verified token when absent.
     pub allow: Option<Spanned<RuleDoc>>,
     #[serde(default)]
-    pub forward: BTreeMap<String, Spanned<String>>,
+    pub forward: BTreeMap<String, Spanned<ForwardDoc>>,
+    /// What headers whose expression finds nothing become (default omit).
+    #[serde(default, deserialize_with = "empty_policy")]
+    pub empty_claims: Option<Empty>,
+    /// Send the whole verified claim set (untrusted claims removed) in this
+    /// header, as base64url JSON.
+    pub claims_header: Option<String>,
     /// Send the client's `Authorization` header to the upstream.
     #[serde(default)]
     pub pass_authorization: bool,
+}
+
+/// A header: a template, or a template with its encoding and empty policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ForwardDoc {
+    Template(String),
+    Full(ForwardFullDoc),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardFullDoc {
+    pub value: String,
+    #[serde(default)]
+    pub encoding: Encoding,
+    #[serde(default, deserialize_with = "empty_policy")]
+    pub empty: Option<Empty>,
+}
+
+/// `omit`, `empty` or `null` — where YAML reads a bare `null` as null, which
+/// here means the `null` policy, not "unset".
+fn empty_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Empty>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("null") => Ok(Some(Empty::Null)),
+        Some("omit") => Ok(Some(Empty::Omit)),
+        Some("empty") => Ok(Some(Empty::Empty)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "`{other}` is not an empty-claims policy (omit, empty, null)"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoofedHeaders {
+    #[default]
+    Strip,
+    Refuse,
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,6 +29,11 @@ pub const FORWARDED_PREFIXES: [&str; 2] = ["x-forwarded-", "x-original-"];
 pub struct OwnedHeaders {
     exact: HashSet<String>,
     prefixes: Vec<String>,
+    /// The subset set from claims (templates and reserved prefixes), which
+    /// `spoofed_headers: refuse` refuses; forwarding headers from another
+    /// proxy in front are only replaced.
+    claimed_exact: HashSet<String>,
+    claimed_prefixes: Vec<String>,
 }
 
 impl OwnedHeaders {
@@ -37,11 +42,29 @@ impl OwnedHeaders {
         names: impl IntoIterator<Item = &'a str>,
         prefixes: impl IntoIterator<Item = &'a str>,
     ) -> Self {
+        let claimed_exact: HashSet<String> = names.into_iter().map(canonical).collect();
+        let claimed_prefixes: Vec<String> = prefixes.into_iter().map(canonical).collect();
         let mut exact: HashSet<String> = FORWARDED_EXACT.iter().map(|s| s.to_string()).collect();
-        exact.extend(names.into_iter().map(canonical));
-        let mut prefixes: Vec<String> = prefixes.into_iter().map(canonical).collect();
+        exact.extend(claimed_exact.iter().cloned());
+        let mut prefixes = claimed_prefixes.clone();
         prefixes.extend(FORWARDED_PREFIXES.iter().map(|s| s.to_string()));
-        Self { exact, prefixes }
+        Self {
+            exact,
+            prefixes,
+            claimed_exact,
+            claimed_prefixes,
+        }
+    }
+
+    /// True when a header of this name (any spelling) is one claimgate sets
+    /// from claims, or under a reserved prefix.
+    pub fn claims(&self, name: &str) -> bool {
+        let c = canonical(name);
+        self.claimed_exact.contains(&c)
+            || self
+                .claimed_prefixes
+                .iter()
+                .any(|p| c.starts_with(p.as_str()))
     }
 
     /// True when a header of this name (any spelling) is claimgate's.
@@ -61,6 +84,15 @@ pub fn canonical(name: &str) -> String {
             b => b.to_ascii_lowercase() as char,
         })
         .collect()
+}
+
+/// The first client header that claims to be one claimgate sets from
+/// claims (any spelling), for `spoofed_headers: refuse`.
+pub fn spoofed(headers: &HeaderMap, owned: &OwnedHeaders) -> Option<String> {
+    headers
+        .keys()
+        .find(|name| owned.claims(name.as_str()))
+        .map(|n| n.to_string())
 }
 
 /// Removes hop-by-hop headers, every header the `Connection` header names,

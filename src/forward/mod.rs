@@ -3,5 +3,5 @@
 pub mod hygiene;
 pub mod template;
 
-pub use hygiene::{canonical, clean_request, strip_hop_by_hop, OwnedHeaders};
+pub use hygiene::{canonical, clean_request, spoofed, strip_hop_by_hop, OwnedHeaders};
 pub use template::{HeaderTemplate, RenderError};

@@ -1,34 +1,81 @@
-//! Header templates: literal text and `{{ path || path || 'fallback' }}`
-//! expressions over the verified claims, compiled at load time.
+//! Header templates: literal text and `{{ source || source || 'fallback' }}`
+//! expressions, compiled at load time. A source is a claim path (`$.sub`,
+//! `$['https://hasura.io/jwt/claims']['x-hasura-user-id']`) or a request
+//! value (`{order_id}`, `{header:X-Org}`, `{host}`, `{method}`).
 //!
-//! Rendering: strings as they are, numbers and booleans as JSON text, arrays
-//! of scalars joined with `,` (an element holding a `,` is refused rather
-//! than mangled), objects and other arrays as compact JSON. A value that is
-//! missing everywhere and has no fallback omits the header.
+//! Each header has an [`Encoding`] for what its expressions find, and an
+//! [`Empty`] policy for when an expression finds nothing (missing, null,
+//! `""`, `[]` or `{}`) and has no fallback. A rendered value with a control
+//! character or over 8 KiB refuses the request: never a panic, never a
+//! mangled header.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use http::header::HeaderName;
 use http::HeaderValue;
+use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::policy::rule::{RequestFacts, RequestValue};
 use crate::policy::{ClaimPath, Found};
 
 /// Longest header value claimgate renders.
 pub const MAX_VALUE_BYTES: usize = 8 * 1024;
 
+/// How a found value becomes header text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Strings as they are, numbers and booleans as JSON text, arrays of
+    /// scalars joined with `,` (an element holding a `,` refuses the
+    /// request), objects and nested arrays as compact JSON.
+    #[default]
+    Text,
+    /// Compact JSON, strings quoted.
+    Json,
+    /// Arrays as a Postgres array literal, `{a,"b c"}` (what Hasura takes
+    /// for array session variables); scalars as text; objects as JSON.
+    Postgres,
+    /// Base64url (no padding) of the compact JSON.
+    Base64url,
+}
+
+/// What a header becomes when an expression finds nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Empty {
+    /// The header is not sent.
+    #[default]
+    Omit,
+    /// The header is sent with an empty value.
+    Empty,
+    /// The header is sent as `null`.
+    Null,
+}
+
 #[derive(Debug, Clone)]
 pub struct HeaderTemplate {
     pub name: HeaderName,
     parts: Vec<Part>,
+    pub encoding: Encoding,
+    /// Per-header empty policy; the route's when `None`.
+    pub empty: Option<Empty>,
 }
 
 #[derive(Debug, Clone)]
 enum Part {
     Literal(String),
     Expr {
-        paths: Vec<ClaimPath>,
+        sources: Vec<Source>,
         fallback: Option<String>,
     },
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Claim(ClaimPath),
+    Request(RequestValue),
 }
 
 /// Why a header could not be rendered: the request is refused, the upstream
@@ -43,9 +90,22 @@ pub enum RenderError {
     SeparatorInElement(HeaderName),
 }
 
+/// A rendered header: a value, or nothing found (the empty policy decides).
+#[derive(Debug, PartialEq)]
+pub enum Rendered {
+    Value(HeaderValue),
+    Missing,
+}
+
 impl HeaderTemplate {
-    /// Compiles `text` for header `name`.
-    pub fn compile(name: &str, text: &str, untrusted: &[String]) -> Result<Self, String> {
+    /// Compiles `text` for header `name`. `params` are the route's path
+    /// parameters (none for file-wide templates).
+    pub fn compile(
+        name: &str,
+        text: &str,
+        untrusted: &[String],
+        params: &[String],
+    ) -> Result<Self, String> {
         let name: HeaderName = name
             .parse()
             .map_err(|_| format!("`{name}` is not a header name"))?;
@@ -56,10 +116,14 @@ impl HeaderTemplate {
                 parts.push(Part::Literal(rest[..open].to_string()));
             }
             let after = &rest[open + 2..];
+            // `{{ {param} }}`: the request value's own braces come first.
             let close = after
-                .find("}}")
+                .find("}}}")
+                .map(|c| c + 1)
+                .filter(|c| after[..*c].trim_start().starts_with('{'))
+                .or_else(|| after.find("}}"))
                 .ok_or_else(|| format!("`{{{{` without `}}}}` in `{text}`"))?;
-            parts.push(expr(&after[..close], untrusted)?);
+            parts.push(expr(&after[..close], untrusted, params)?);
             rest = &after[close + 2..];
         }
         if rest.contains("}}") {
@@ -79,24 +143,63 @@ impl HeaderTemplate {
                 }
             }
         }
-        Ok(Self { name, parts })
+        Ok(Self {
+            name,
+            parts,
+            encoding: Encoding::Text,
+            empty: None,
+        })
     }
 
-    /// Renders the header from `claims`. `Ok(None)`: omit the header.
-    pub fn render(&self, claims: &Value) -> Result<Option<HeaderValue>, RenderError> {
+    /// The same template with this encoding and empty policy.
+    pub fn with(mut self, encoding: Encoding, empty: Option<Empty>) -> Self {
+        self.encoding = encoding;
+        self.empty = empty;
+        self
+    }
+
+    /// Renders the header from `claims` and the request.
+    pub fn render(
+        &self,
+        claims: &Value,
+        request: &RequestFacts<'_>,
+    ) -> Result<Rendered, RenderError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Literal(l) => out.push_str(l),
-                Part::Expr { paths, fallback } => {
-                    let found = paths
-                        .iter()
-                        .map(|p| p.find(claims))
-                        .find(|f| *f != Found::Nothing);
-                    match (found, fallback) {
-                        (Some(f), _) => self.push_found(&mut out, f)?,
-                        (None, Some(fb)) => out.push_str(fb),
-                        (None, None) => return Ok(None),
+                Part::Expr { sources, fallback } => {
+                    let mut done = false;
+                    for source in sources {
+                        done = match source {
+                            Source::Claim(path) => match path.find(claims) {
+                                Found::One(v) if !is_empty(v) => {
+                                    self.push_value(&mut out, v)?;
+                                    true
+                                }
+                                Found::Many(nodes) => {
+                                    let v = Value::Array(nodes.into_iter().cloned().collect());
+                                    self.push_value(&mut out, &v)?;
+                                    true
+                                }
+                                _ => false,
+                            },
+                            Source::Request(r) => match r.get(request) {
+                                Some(text) if !text.is_empty() => {
+                                    self.push_value(&mut out, &Value::String(text.into()))?;
+                                    true
+                                }
+                                _ => false,
+                            },
+                        };
+                        if done {
+                            break;
+                        }
+                    }
+                    match (done, fallback) {
+                        (true, _) => {}
+                        (false, Some(fb)) => out.push_str(fb),
+                        (false, None) => return Ok(Rendered::Missing),
                     }
                 }
             }
@@ -104,44 +207,58 @@ impl HeaderTemplate {
                 return Err(RenderError::TooLong(self.name.clone()));
             }
         }
+        self.finish(out).map(Rendered::Value)
+    }
+
+    /// Checks and converts a finished value.
+    fn finish(&self, out: String) -> Result<HeaderValue, RenderError> {
+        if out.len() > MAX_VALUE_BYTES {
+            return Err(RenderError::TooLong(self.name.clone()));
+        }
         if out.bytes().any(|b| b < 0x20 || b == 0x7f) {
             return Err(RenderError::ControlCharacter(self.name.clone()));
         }
         HeaderValue::from_str(&out)
             .or_else(|_| HeaderValue::from_bytes(out.as_bytes()))
-            .map(Some)
             .map_err(|_| RenderError::ControlCharacter(self.name.clone()))
     }
 
-    fn push_found(&self, out: &mut String, found: Found<'_>) -> Result<(), RenderError> {
-        match found {
-            Found::Nothing => Ok(()),
-            Found::One(v) => self.push_value(out, v),
-            Found::Many(nodes) => {
-                self.push_value(out, &Value::Array(nodes.into_iter().cloned().collect()))
-            }
-        }
-    }
-
     fn push_value(&self, out: &mut String, v: &Value) -> Result<(), RenderError> {
-        match v {
-            Value::String(s) => out.push_str(s),
-            Value::Array(items) if items.iter().all(is_scalar) => {
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let start = out.len();
-                    scalar(out, item);
-                    if out[start..].contains(',') {
-                        return Err(RenderError::SeparatorInElement(self.name.clone()));
+        match self.encoding {
+            Encoding::Json => out.push_str(&v.to_string()),
+            Encoding::Base64url => out.push_str(&URL_SAFE_NO_PAD.encode(v.to_string())),
+            Encoding::Postgres => match v {
+                Value::Array(_) => postgres_array(out, v),
+                other => text(out, other),
+            },
+            Encoding::Text => match v {
+                Value::Array(items) if items.iter().all(is_scalar) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let start = out.len();
+                        text(out, item);
+                        if out[start..].contains(',') {
+                            return Err(RenderError::SeparatorInElement(self.name.clone()));
+                        }
                     }
                 }
-            }
-            Value::Null => {}
-            other => out.push_str(&other.to_string()),
+                other => text(out, other),
+            },
         }
         Ok(())
+    }
+}
+
+/// Nothing worth a header: null, `""`, `[]`, `{}`.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 
@@ -149,15 +266,55 @@ fn is_scalar(v: &Value) -> bool {
     !matches!(v, Value::Array(_) | Value::Object(_))
 }
 
-fn scalar(out: &mut String, v: &Value) {
+/// Strings as they are, everything else as compact JSON.
+fn text(out: &mut String, v: &Value) {
     match v {
         Value::String(s) => out.push_str(s),
         other => out.push_str(&other.to_string()),
     }
 }
 
-fn expr(text: &str, untrusted: &[String]) -> Result<Part, String> {
-    let mut paths = Vec::new();
+/// A Postgres array literal (PostgreSQL docs, "Array Value Input"):
+/// elements quoted when empty, `NULL`, or holding a delimiter, brace, quote,
+/// backslash or whitespace; `"` and `\` escaped inside quotes.
+fn postgres_array(out: &mut String, v: &Value) {
+    match v {
+        Value::Array(items) => {
+            out.push('{');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                postgres_array(out, item);
+            }
+            out.push('}');
+        }
+        Value::Null => out.push_str("NULL"),
+        other => {
+            let mut t = String::new();
+            text(&mut t, other);
+            let quote = t.is_empty()
+                || t.eq_ignore_ascii_case("null")
+                || t.chars()
+                    .any(|c| matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace());
+            if quote {
+                out.push('"');
+                for c in t.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            } else {
+                out.push_str(&t);
+            }
+        }
+    }
+}
+
+fn expr(text: &str, untrusted: &[String], params: &[String]) -> Result<Part, String> {
+    let mut sources = Vec::new();
     let mut fallback = None;
     let alternatives: Vec<&str> = text.split("||").map(str::trim).collect();
     let last = alternatives.len() - 1;
@@ -169,35 +326,64 @@ fn expr(text: &str, untrusted: &[String]) -> Result<Part, String> {
                 ));
             }
             fallback = Some(lit.to_string());
+        } else if let Some(r) = RequestValue::parse(alt, params)? {
+            sources.push(Source::Request(r));
         } else {
-            paths.push(ClaimPath::compile(alt, untrusted)?);
+            sources.push(Source::Claim(ClaimPath::compile(alt, untrusted)?));
         }
     }
-    if paths.is_empty() {
-        return Err(format!("`{{{{{text}}}}}` names no claim"));
+    if sources.is_empty() {
+        return Err(format!("`{{{{{text}}}}}` names no claim or request value"));
     }
-    Ok(Part::Expr { paths, fallback })
+    Ok(Part::Expr { sources, fallback })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, Method};
     use serde_json::json;
 
-    fn render(t: &str, claims: &Value) -> Result<Option<String>, RenderError> {
-        HeaderTemplate::compile("x-test", t, &["nsec".into()])
+    fn render_with(
+        t: &str,
+        encoding: Encoding,
+        claims: &Value,
+    ) -> Result<Option<String>, RenderError> {
+        let params = vec!["order_id".to_string()];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-org", "acme".parse().unwrap());
+        let request = RequestFacts {
+            method: &Method::GET,
+            host: "api.example.com",
+            params: &[("order_id", "7".to_string())],
+            headers: &headers,
+        };
+        let r = HeaderTemplate::compile("x-test", t, &["nsec".into()], &params)
             .unwrap()
-            .render(claims)
-            .map(|v| v.map(|v| String::from_utf8(v.as_bytes().to_vec()).unwrap()))
+            .with(encoding, None)
+            .render(claims, &request)?;
+        Ok(match r {
+            Rendered::Value(v) => Some(String::from_utf8(v.as_bytes().to_vec()).unwrap()),
+            Rendered::Missing => None,
+        })
+    }
+
+    fn render(t: &str, claims: &Value) -> Result<Option<String>, RenderError> {
+        render_with(t, Encoding::Text, claims)
+    }
+
+    fn claims() -> Value {
+        json!({
+            "sub": "u1", "given_name": "Ada", "family_name": "Lovelace", "n": 7, "ok": true,
+            "roles": ["a", "b"], "meta": {"region": "eu"}, "bad": ["x,y"], "empty": "",
+            "none": [], "nested": [["a"], ["b", "c"]], "odd": ["a b", "", "NULL", "q\"x", "c,d"],
+            "https://hasura.io/jwt/claims": {"x-hasura-user-id": "42"}
+        })
     }
 
     #[test]
     fn renders_table() {
-        let c = json!({
-            "sub": "u1", "given_name": "Ada", "family_name": "Lovelace", "n": 7, "ok": true,
-            "roles": ["a", "b"], "meta": {"region": "eu"}, "bad": ["x,y"],
-            "https://hasura.io/jwt/claims": {"x-hasura-user-id": "42"}
-        });
+        let c = claims();
         let cases: &[(&str, Option<&str>)] = &[
             ("{{ $.sub }}", Some("u1")),
             ("{{$.given_name}} {{ $.family_name }}", Some("Ada Lovelace")),
@@ -209,12 +395,24 @@ mod tests {
             ("{{ $.meta.zone || 'global' }}", Some("global")),
             ("{{ $.meta.zone || $.sub }}", Some("u1")),
             ("{{ $.missing }}", None),
+            // Empty values count as missing.
+            ("{{ $.empty }}", None),
+            ("{{ $.none || 'no roles' }}", Some("no roles")),
             (
                 "{{ $['https://hasura.io/jwt/claims']['x-hasura-user-id'] }}",
                 Some("42"),
             ),
             ("{{ $.roles[0] }}", Some("a")),
             ("static", Some("static")),
+            // Request values.
+            ("order-{{ {order_id} }}", Some("order-7")),
+            ("{{{order_id}}}", Some("7")),
+            ("{{ {header:X-Org} }}/{{ $.sub }}", Some("acme/u1")),
+            (
+                "{{ {header:x-missing} || {host} }}",
+                Some("api.example.com"),
+            ),
+            ("{{ {method} }}", Some("GET")),
         ];
         for (t, want) in cases {
             assert_eq!(render(t, &c).unwrap().as_deref(), *want, "{t}");
@@ -223,6 +421,41 @@ mod tests {
             render("{{ $.bad }}", &c),
             Err(RenderError::SeparatorInElement("x-test".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn every_encoding_is_lossless() {
+        let c = claims();
+        let cases: &[(&str, Encoding, &str)] = &[
+            ("{{ $.roles }}", Encoding::Json, r#"["a","b"]"#),
+            ("{{ $.sub }}", Encoding::Json, r#""u1""#),
+            ("{{ $.meta }}", Encoding::Json, r#"{"region":"eu"}"#),
+            ("{{ $.bad }}", Encoding::Json, r#"["x,y"]"#),
+            ("{{ $.roles }}", Encoding::Postgres, "{a,b}"),
+            ("{{ $.bad }}", Encoding::Postgres, r#"{"x,y"}"#),
+            ("{{ $.nested }}", Encoding::Postgres, "{{a},{b,c}}"),
+            (
+                "{{ $.odd }}",
+                Encoding::Postgres,
+                r#"{"a b","","NULL","q\"x","c,d"}"#,
+            ),
+            ("{{ $.sub }}", Encoding::Postgres, "u1"),
+            ("{{ $.meta }}", Encoding::Base64url, "eyJyZWdpb24iOiJldSJ9"),
+            ("{{ $.roles }}", Encoding::Base64url, "WyJhIiwiYiJd"),
+        ];
+        for (t, encoding, want) in cases {
+            assert_eq!(
+                render_with(t, *encoding, &c).unwrap().as_deref(),
+                Some(*want),
+                "{t} as {encoding:?}"
+            );
+        }
+        // Base64url decodes back to the claim.
+        let b = render_with("{{ $.meta }}", Encoding::Base64url, &c)
+            .unwrap()
+            .unwrap();
+        let back: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b).unwrap()).unwrap();
+        assert_eq!(back, c["meta"]);
     }
 
     #[test]
@@ -246,6 +479,7 @@ mod tests {
 
     #[test]
     fn compile_errors() {
+        let params = vec!["order_id".to_string()];
         for bad in [
             "{{ $.sub ",
             "{{ }}",
@@ -253,12 +487,13 @@ mod tests {
             "{{ $.nsec.roles }}",
             "a }} b",
             "{{ sub }}",
+            "{{ {ordr_id} }}",
         ] {
             assert!(
-                HeaderTemplate::compile("x", bad, &["nsec".into()]).is_err(),
+                HeaderTemplate::compile("x", bad, &["nsec".into()], &params).is_err(),
                 "{bad}"
             );
         }
-        assert!(HeaderTemplate::compile("bad name", "x", &[]).is_err());
+        assert!(HeaderTemplate::compile("bad name", "x", &[], &[]).is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::Method;
 
 use super::rule::Rule;
+use crate::forward::template::Empty;
 use crate::forward::HeaderTemplate;
 use crate::snapshot::Upstream;
 
@@ -32,6 +33,11 @@ pub struct Route {
     /// Defaults first, then the route's own (which override by name).
     pub forward: Vec<HeaderTemplate>,
     pub pass_authorization: bool,
+    /// What a header whose expression finds nothing becomes, unless the
+    /// header says otherwise.
+    pub empty_claims: Empty,
+    /// Sends the whole verified claim set as base64url JSON.
+    pub claims_header: Option<http::HeaderName>,
     /// Names of `{param}` segments, in order.
     pub params: Vec<String>,
 }
@@ -252,6 +258,8 @@ mod tests {
             allow: None,
             forward: vec![],
             pass_authorization: false,
+            empty_claims: Empty::Omit,
+            claims_header: None,
             params,
         };
         (segs, Arc::new(r))

@@ -20,12 +20,16 @@ use super::reject::Rejection;
 use super::Body;
 use crate::app::App;
 use crate::forward;
+use crate::forward::template::{Empty, Rendered, MAX_VALUE_BYTES};
+use crate::forward::RenderError;
 use crate::jwks::unix_now;
 use crate::policy::rule::{Ctx, NoTrace, RequestFacts, Tracer};
 use crate::policy::{canonical_segments, Route};
 use crate::snapshot::Snapshot;
 use crate::token::extract::TokenSource;
 use crate::token::{self, Issuer, TokenError};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 
 /// What the connection tells about the client.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +120,13 @@ async fn proxy<'s>(
     let route: &Arc<Route> = matched.route;
     *route_name = &route.name;
 
-    // hygiene: on every route, public ones included.
+    // hygiene: on every route, public ones included. Where the policy says
+    // so, a client header claimgate owns is refused rather than removed.
+    if snapshot.refuse_spoofed {
+        if let Some(name) = forward::spoofed(req.headers(), &snapshot.owned_headers) {
+            return Err(Rejection::Spoofed(name));
+        }
+    }
     forward::clean_request(req.headers_mut(), &snapshot.owned_headers);
 
     // A query without the token, when the token came from the query.
@@ -262,10 +272,26 @@ pub fn authorize<T: Tracer>(
             return Err(Rejection::Denied);
         }
     }
-    let mut rendered = Vec::with_capacity(route.forward.len());
+    let mut rendered = Vec::with_capacity(route.forward.len() + 1);
     for t in &route.forward {
-        if let Some(v) = t.render(claims).map_err(Rejection::Render)? {
-            rendered.push((t.name.clone(), v));
+        let value = match t.render(claims, request).map_err(Rejection::Render)? {
+            Rendered::Value(v) => v,
+            Rendered::Missing => match t.empty.unwrap_or(route.empty_claims) {
+                Empty::Omit => continue,
+                Empty::Empty => HeaderValue::from_static(""),
+                Empty::Null => HeaderValue::from_static("null"),
+            },
+        };
+        rendered.push((t.name.clone(), value));
+    }
+    if let Some(name) = &route.claims_header {
+        let json = URL_SAFE_NO_PAD.encode(claims.to_string());
+        if json.len() > MAX_VALUE_BYTES {
+            return Err(Rejection::Render(RenderError::TooLong(name.clone())));
+        }
+        // Base64url is header-safe by construction.
+        if let Ok(v) = HeaderValue::from_str(&json) {
+            rendered.push((name.clone(), v));
         }
     }
     Ok(rendered)

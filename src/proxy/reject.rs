@@ -27,6 +27,9 @@ pub enum Rejection {
     Denied,
     /// A claim cannot become a header value (400).
     Render(RenderError),
+    /// The client sent a header claimgate sets, and the policy refuses
+    /// such requests (400).
+    Spoofed(String),
     /// The upstream could not be reached or broke the exchange (502).
     UpstreamUnavailable,
     /// The upstream did not answer in time (504).
@@ -43,6 +46,7 @@ impl Rejection {
             Rejection::Token(e) => e.reason(),
             Rejection::Denied => "policy_denied",
             Rejection::Render(_) => "unrenderable_claim",
+            Rejection::Spoofed(_) => "spoofed_header",
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
         }
@@ -51,9 +55,10 @@ impl Rejection {
     /// The `decision` label of `claimgate_requests_total`.
     pub fn decision(&self) -> &'static str {
         match self {
-            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => {
-                "bad_request"
-            }
+            Rejection::BadPath(_)
+            | Rejection::BadCredentials(_)
+            | Rejection::Render(_)
+            | Rejection::Spoofed(_) => "bad_request",
             Rejection::NoRoute => "no_route",
             Rejection::Token(TokenError::KeysUnavailable) => "unavailable",
             Rejection::Token(_) => "unauthenticated",
@@ -64,9 +69,10 @@ impl Rejection {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::BadPath(_) | Rejection::BadCredentials(_) | Rejection::Render(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Rejection::BadPath(_)
+            | Rejection::BadCredentials(_)
+            | Rejection::Render(_)
+            | Rejection::Spoofed(_) => StatusCode::BAD_REQUEST,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::Token(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
