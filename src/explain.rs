@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::forward;
+use crate::forward::hasura;
 use crate::policy::canonical_segments;
 use crate::policy::rule::{RequestFacts, Step};
 use crate::proxy::pipeline::authorize;
@@ -67,6 +68,8 @@ pub struct Explanation {
     /// The reason code of a refusal; empty when forwarded.
     pub reason: &'static str,
     pub upstream: Option<String>,
+    /// A webhook route: it answers itself, and refuses with 401.
+    pub webhook: bool,
     /// What the upstream would receive, claimgate's headers included.
     /// `X-Forwarded-*` (from the connection) are left out.
     pub headers: Vec<(String, String)>,
@@ -88,9 +91,16 @@ pub fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation {
         status: 200,
         reason: "",
         upstream: None,
+        webhook: false,
         headers: Vec::new(),
     };
-    if let Err(rejection) = run(snapshot, case, now, &mut x) {
+    let result = run(snapshot, case, now, &mut x);
+    let result = if x.webhook {
+        result.map_err(Rejection::for_webhook)
+    } else {
+        result
+    };
+    if let Err(rejection) = result {
         x.decision = rejection.decision();
         x.status = rejection.status().as_u16();
         x.reason = rejection.reason();
@@ -116,7 +126,11 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
     let route = matched.route;
     x.route = Some(route.name.clone());
     x.template = Some(route.template.clone());
-    x.upstream = Some(route.upstream.name.clone());
+    x.webhook = route.webhook;
+    x.upstream = match &route.upstream {
+        Some(u) => Some(u.name.clone()),
+        None => Some("(webhook: answers itself)".into()),
+    };
     x.params = matched
         .params
         .iter()
@@ -124,6 +138,10 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
         .collect();
 
     let mut headers = case.headers.clone();
+    let requested_role = match route.hasura {
+        Some(_) => hasura::take_requested_role(&mut headers).map_err(Rejection::Hasura)?,
+        None => None,
+    };
     if let Credential::Token(t) = &case.credential {
         let value = HeaderValue::from_str(&format!("Bearer {t}"))
             .map_err(|_| Rejection::Token(TokenError::Malformed("not base64url")))?;
@@ -209,7 +227,14 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
         params: &matched.params,
         headers: &headers,
     };
-    let rendered = authorize(route, &claims, &issuer, &facts, &mut x.trace)?;
+    let rendered = authorize(
+        route,
+        &claims,
+        &issuer,
+        &facts,
+        requested_role.as_deref(),
+        &mut x.trace,
+    )?;
     if let (false, Some(source)) = (route.pass_authorization, &source) {
         // A query-string token stays in the path shown as the request.
         token::extract::strip(&mut headers, None, source);
@@ -218,6 +243,12 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
         headers.insert(name, value);
     }
     x.headers = header_list(&headers);
+    // The admin secret is real in the proxy; never in an explanation.
+    for (k, v) in x.headers.iter_mut() {
+        if k == hasura::ADMIN_SECRET {
+            *v = "(secret)".into();
+        }
+    }
     Ok(())
 }
 

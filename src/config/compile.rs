@@ -11,11 +11,12 @@ use jsonwebtoken::Algorithm;
 use serde_saphyr::Spanned;
 
 use super::docs::{
-    origin, ForwardDoc, IssuerDoc, LevelsRef, NeedDoc, PolicyDoc, RouteDoc, RuleDoc,
-    SpoofedHeaders, TenantNeedDoc,
+    origin, ForwardDoc, HasuraDoc, IssuerDoc, LevelsRef, NeedDoc, PolicyDoc, RouteDoc, RuleDoc,
+    SpoofedHeaders, TenantNeedDoc, WebhookKind,
 };
 use super::error::{ConfigErrors, Origin};
 use super::yaml::{self, Vars};
+use crate::forward::hasura::{Hasura, Secret, SessionSource};
 use crate::forward::template::Encoding;
 use crate::forward::{HeaderTemplate, OwnedHeaders};
 use crate::jwks::keys::{ASYMMETRIC, HMAC};
@@ -28,6 +29,7 @@ use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment};
 use crate::snapshot::{Snapshot, Upstream};
 use crate::token::extract::TokenSource;
 use crate::token::{Issuer, Issuers};
+use http::HeaderValue;
 
 /// The largest leeway accepted (SECURITY.md rule 5).
 const MAX_LEEWAY: Duration = Duration::from_secs(60);
@@ -481,6 +483,54 @@ impl Compiler {
         });
     }
 
+    /// A route's Hasura profile. The admin secret is read here, once.
+    fn hasura(&self, file: &Path, doc: &HasuraDoc) -> Result<Hasura, String> {
+        let source = match (&doc.namespace, &doc.claims_map) {
+            (Some(_), Some(_)) => return Err("give `namespace` or `claims_map`, not both".into()),
+            (None, Some(map)) => {
+                let mut entries = Vec::new();
+                for (name, path) in map {
+                    let name = name.to_ascii_lowercase();
+                    if !name.starts_with("x-hasura-") {
+                        return Err(format!("`{name}` is not an x-hasura-* session variable"));
+                    }
+                    entries.push((name, ClaimPath::compile(path, &self.untrusted)?));
+                }
+                SessionSource::Map(entries)
+            }
+            (ns, None) => SessionSource::Namespace(ClaimPath::compile(
+                ns.as_deref().unwrap_or("$['https://hasura.io/jwt/claims']"),
+                &self.untrusted,
+            )?),
+        };
+        let admin_secret = match &doc.admin_secret {
+            None => None,
+            Some(s) => {
+                let value = match (&s.env, &s.file) {
+                    (Some(name), None) => std::env::var(name)
+                        .map_err(|_| format!("admin_secret: ${name} is not set"))?,
+                    (None, Some(p)) => {
+                        let p = file.parent().unwrap_or(Path::new(".")).join(p);
+                        std::fs::read_to_string(&p)
+                            .map_err(|e| format!("admin_secret: {}: {e}", p.display()))?
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string()
+                    }
+                    _ => return Err("admin_secret takes exactly one of `env` and `file`".into()),
+                };
+                let value = HeaderValue::from_str(&value)
+                    .ok()
+                    .filter(|_| !value.is_empty())
+                    .ok_or("admin_secret is empty or not a valid header value")?;
+                Some(Secret(value))
+            }
+        };
+        Ok(Hasura {
+            source,
+            admin_secret,
+        })
+    }
+
     fn levels_entry(&mut self, file: &Path, name: String, list: Spanned<Vec<String>>) {
         let at = origin(file, &list);
         let mut seen = std::collections::BTreeSet::new();
@@ -564,8 +614,9 @@ impl Compiler {
             .matcher
             .host
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
-        let upstream = match &doc.upstream {
-            Some(u) => match self.upstreams.get(u) {
+        let webhook = doc.webhook == Some(WebhookKind::Hasura);
+        let upstream = match (&doc.upstream, webhook) {
+            (Some(u), false) => match self.upstreams.get(u) {
                 Some((_, up)) => Some(up.clone()),
                 None => {
                     self.errs
@@ -573,12 +624,44 @@ impl Compiler {
                     None
                 }
             },
-            None => {
+            (Some(_), true) => {
+                self.errs.push(
+                    at.clone(),
+                    ctx("a webhook route answers itself: drop `upstream`".into()),
+                );
+                None
+            }
+            (None, true) => None,
+            (None, false) => {
                 self.errs
                     .push(at.clone(), ctx("needs an `upstream`".into()));
                 None
             }
         };
+        let hasura = match doc.hasura.as_ref().map(|h| self.hasura(file, h)) {
+            None => None,
+            Some(Ok(h)) => Some(Arc::new(h)),
+            Some(Err(e)) => {
+                self.errs.push(at.clone(), ctx(format!("hasura: {e}")));
+                None
+            }
+        };
+        if webhook && doc.hasura.is_none() {
+            self.errs.push(
+                at.clone(),
+                ctx("`webhook: hasura` needs a `hasura:` block".into()),
+            );
+        }
+        if doc.hasura.is_some() && doc.public {
+            self.errs.push(
+                at.clone(),
+                ctx("a public route has no claims for hasura".into()),
+            );
+        }
+        if hasura.is_some() && !self.prefixes.iter().any(|p| p == "x-hasura-") {
+            // No client ever sends an X-Hasura-* header upstream, on any route.
+            self.prefixes.push("x-hasura-".into());
+        }
         if let Some(list) = &doc.issuers {
             for i in list {
                 if self.issuers.by_name(i).is_none() {
@@ -648,7 +731,9 @@ impl Compiler {
             template: doc.matcher.path,
             methods,
             host,
-            upstream: upstream?,
+            upstream: if webhook { None } else { Some(upstream?) },
+            hasura,
+            webhook,
             public: doc.public,
             issuers: doc.issuers,
             allow,

@@ -328,9 +328,32 @@ pub struct RouteDoc {
     /// Send the whole verified claim set (untrusted claims removed) in this
     /// header, as base64url JSON.
     pub claims_header: Option<String>,
+    /// Hasura's session variables and role selection, as `X-Hasura-*`.
+    pub hasura: Option<HasuraDoc>,
+    /// Answer Hasura's auth-webhook contract instead of proxying.
+    pub webhook: Option<WebhookKind>,
     /// Send the client's `Authorization` header to the upstream.
     #[serde(default)]
     pub pass_authorization: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HasuraDoc {
+    /// The claim holding the session variables (default
+    /// `$['https://hasura.io/jwt/claims']`).
+    pub namespace: Option<String>,
+    /// Instead: each session variable from its own JSONPath.
+    pub claims_map: Option<BTreeMap<String, String>>,
+    /// Sent as `X-Hasura-Admin-Secret`, so that Hasura takes the role and
+    /// session headers from claimgate.
+    pub admin_secret: Option<SecretDoc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    Hasura,
 }
 
 /// A header: a template, or a template with its encoding and empty policy.

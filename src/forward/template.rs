@@ -277,7 +277,7 @@ fn text(out: &mut String, v: &Value) {
 /// A Postgres array literal (PostgreSQL docs, "Array Value Input"):
 /// elements quoted when empty, `NULL`, or holding a delimiter, brace, quote,
 /// backslash or whitespace; `"` and `\` escaped inside quotes.
-fn postgres_array(out: &mut String, v: &Value) {
+pub(crate) fn postgres_array(out: &mut String, v: &Value) {
     match v {
         Value::Array(items) => {
             out.push('{');

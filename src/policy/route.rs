@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::Method;
 
 use super::rule::Rule;
+use crate::forward::hasura::Hasura;
 use crate::forward::template::Empty;
 use crate::forward::HeaderTemplate;
 use crate::snapshot::Upstream;
@@ -24,7 +25,9 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     /// Lowercase host without port or trailing dot; any when `None`.
     pub host: Option<String>,
-    pub upstream: Arc<Upstream>,
+    /// Where requests go; `None` only for webhook routes, which answer
+    /// themselves.
+    pub upstream: Option<Arc<Upstream>>,
     pub public: bool,
     /// Issuer names accepted; any when `None`.
     pub issuers: Option<Vec<String>>,
@@ -38,6 +41,10 @@ pub struct Route {
     pub empty_claims: Empty,
     /// Sends the whole verified claim set as base64url JSON.
     pub claims_header: Option<http::HeaderName>,
+    /// Hasura session variables and role selection.
+    pub hasura: Option<Arc<Hasura>>,
+    /// Answers Hasura's auth webhook with the session instead of proxying.
+    pub webhook: bool,
     /// Names of `{param}` segments, in order.
     pub params: Vec<String>,
 }
@@ -252,7 +259,9 @@ mod tests {
             template: template.into(),
             methods: methods.map(|m| m.iter().map(|m| m.parse().unwrap()).collect()),
             host: host.map(str::to_string),
-            upstream: Arc::new(Upstream::parse("u", "http://127.0.0.1:1").unwrap()),
+            upstream: Some(Arc::new(
+                Upstream::parse("u", "http://127.0.0.1:1").unwrap(),
+            )),
             public: false,
             issuers: None,
             allow: None,
@@ -260,6 +269,8 @@ mod tests {
             pass_authorization: false,
             empty_claims: Empty::Omit,
             claims_header: None,
+            hasura: None,
+            webhook: false,
             params,
         };
         (segs, Arc::new(r))

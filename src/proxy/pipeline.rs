@@ -20,11 +20,12 @@ use super::reject::Rejection;
 use super::Body;
 use crate::app::App;
 use crate::forward;
+use crate::forward::hasura;
 use crate::forward::template::{Empty, Rendered, MAX_VALUE_BYTES};
 use crate::forward::RenderError;
 use crate::jwks::unix_now;
 use crate::policy::rule::{Ctx, NoTrace, RequestFacts, Tracer};
-use crate::policy::{canonical_segments, Route};
+use crate::policy::{canonical_segments, Matched, Route};
 use crate::snapshot::Snapshot;
 use crate::token::extract::TokenSource;
 use crate::token::{self, Issuer, TokenError};
@@ -105,7 +106,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
 async fn proxy<'s>(
     app: &App,
     snapshot: &'s Snapshot,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: Peer,
     route_name: &mut &'s str,
     issuer: &mut Option<Arc<Issuer>>,
@@ -119,6 +120,33 @@ async fn proxy<'s>(
         .ok_or(Rejection::NoRoute)?;
     let route: &Arc<Route> = matched.route;
     *route_name = &route.name;
+    let result = through(app, snapshot, req, peer, &matched, &host, issuer).await;
+    if route.webhook {
+        // Hasura reads any answer but 200 and 401 as an error.
+        result.map_err(Rejection::for_webhook)
+    } else {
+        result
+    }
+}
+
+/// Everything after routing: hygiene, the token, the decision, the headers,
+/// and the upstream (or the webhook answer).
+async fn through(
+    app: &App,
+    snapshot: &Snapshot,
+    mut req: Request<Incoming>,
+    peer: Peer,
+    matched: &Matched<'_>,
+    host: &str,
+    issuer: &mut Option<Arc<Issuer>>,
+) -> Result<(Response<Body>, &'static str), Rejection> {
+    let route = matched.route;
+    // Hasura: the client's X-Hasura-Role is a request for a role, decided
+    // below; it is taken out before hygiene.
+    let requested_role = match route.hasura {
+        Some(_) => hasura::take_requested_role(req.headers_mut()).map_err(Rejection::Hasura)?,
+        None => None,
+    };
 
     // hygiene: on every route, public ones included. Where the policy says
     // so, a client header claimgate owns is refused rather than removed.
@@ -193,7 +221,7 @@ async fn proxy<'s>(
         }
         let facts = RequestFacts {
             method: req.method(),
-            host: &host,
+            host,
             params: &matched.params,
             headers: req.headers(),
         };
@@ -202,8 +230,12 @@ async fn proxy<'s>(
             verified.claims.root(),
             &verified.issuer,
             &facts,
+            requested_role.as_deref(),
             &mut NoTrace,
         )?;
+        if route.webhook {
+            return Ok((webhook_answer(&rendered), "allowed"));
+        }
         // The credential stays here unless the route passes it on.
         if !route.pass_authorization {
             let query = match source {
@@ -219,7 +251,7 @@ async fn proxy<'s>(
         "allowed"
     };
     pin_host(&mut req);
-    set_forwarded(&mut req, &host, peer);
+    set_forwarded(&mut req, host, peer);
 
     // upstream: same method, raw path and query, streamed body.
     let path_and_query = match new_query {
@@ -233,6 +265,8 @@ async fn proxy<'s>(
     };
     *req.uri_mut() = route
         .upstream
+        .as_ref()
+        .ok_or(Rejection::UpstreamUnavailable)?
         .uri_for(&path_and_query)
         .map_err(|_| Rejection::UpstreamUnavailable)?;
     // The client's HTTP version is not the upstream's.
@@ -260,6 +294,7 @@ pub fn authorize<T: Tracer>(
     claims: &serde_json::Value,
     issuer: &Issuer,
     request: &RequestFacts<'_>,
+    requested_role: Option<&str>,
     trace: &mut T,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
     if let Some(rule) = &route.allow {
@@ -294,7 +329,34 @@ pub fn authorize<T: Tracer>(
             rendered.push((name.clone(), v));
         }
     }
+    if let Some(h) = &route.hasura {
+        rendered.extend(
+            h.session(claims, requested_role)
+                .map_err(Rejection::Hasura)?,
+        );
+    }
     Ok(rendered)
+}
+
+/// Hasura's auth-webhook answer: 200 with the session variables as a JSON
+/// object of strings. The admin secret is never in it.
+fn webhook_answer(rendered: &[(HeaderName, HeaderValue)]) -> Response<Body> {
+    let session: serde_json::Map<String, serde_json::Value> = rendered
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-hasura-") && k.as_str() != hasura::ADMIN_SECRET)
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.into())))
+        .collect();
+    let body = serde_json::Value::Object(session).to_string();
+    let mut resp = Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The request's host: lowercase, without port or trailing dot (rule 16).

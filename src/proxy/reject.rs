@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use crate::forward::hasura::HasuraError;
 use crate::forward::RenderError;
 use crate::policy::PathError;
 use crate::token::{ExtractError, TokenError};
@@ -30,6 +31,12 @@ pub enum Rejection {
     /// The client sent a header claimgate sets, and the policy refuses
     /// such requests (400).
     Spoofed(String),
+    /// Hasura role selection or session variables (403, or 400 for a
+    /// malformed `X-Hasura-Role`).
+    Hasura(HasuraError),
+    /// A webhook's refusal: Hasura takes 401 as "deny", anything else as an
+    /// error. Carries the reason of the refusal it replaces.
+    WebhookDenied(&'static str),
     /// The upstream could not be reached or broke the exchange (502).
     UpstreamUnavailable,
     /// The upstream did not answer in time (504).
@@ -47,6 +54,8 @@ impl Rejection {
             Rejection::Denied => "policy_denied",
             Rejection::Render(_) => "unrenderable_claim",
             Rejection::Spoofed(_) => "spoofed_header",
+            Rejection::Hasura(e) => e.reason(),
+            Rejection::WebhookDenied(reason) => reason,
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
         }
@@ -59,6 +68,8 @@ impl Rejection {
             | Rejection::BadCredentials(_)
             | Rejection::Render(_)
             | Rejection::Spoofed(_) => "bad_request",
+            Rejection::Hasura(e) if e.is_bad_request() => "bad_request",
+            Rejection::Hasura(_) | Rejection::WebhookDenied(_) => "denied",
             Rejection::NoRoute => "no_route",
             Rejection::Token(TokenError::KeysUnavailable) => "unavailable",
             Rejection::Token(_) => "unauthenticated",
@@ -73,6 +84,9 @@ impl Rejection {
             | Rejection::BadCredentials(_)
             | Rejection::Render(_)
             | Rejection::Spoofed(_) => StatusCode::BAD_REQUEST,
+            Rejection::Hasura(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
+            Rejection::Hasura(_) => StatusCode::FORBIDDEN,
+            Rejection::WebhookDenied(_) => StatusCode::UNAUTHORIZED,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::Token(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
@@ -94,6 +108,9 @@ impl Rejection {
                 Some(r#"Bearer realm="claimgate", error="invalid_request""#)
             }
             Rejection::Denied => Some(r#"Bearer realm="claimgate", error="insufficient_scope""#),
+            Rejection::Hasura(e) if !e.is_bad_request() => {
+                Some(r#"Bearer realm="claimgate", error="insufficient_scope""#)
+            }
             _ => None,
         }
     }
@@ -103,10 +120,20 @@ impl Rejection {
         match self {
             Rejection::Token(TokenError::KeysUnavailable) => "temporarily_unavailable",
             Rejection::Token(_) => "invalid_token",
-            Rejection::Denied => "insufficient_scope",
+            Rejection::Denied | Rejection::WebhookDenied(_) => "insufficient_scope",
+            Rejection::Hasura(e) if !e.is_bad_request() => "insufficient_scope",
             Rejection::NoRoute => "not_found",
             Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
             _ => "invalid_request",
+        }
+    }
+
+    /// The refusal a webhook route answers: a policy "no" becomes 401.
+    pub fn for_webhook(self) -> Self {
+        match self {
+            Rejection::Denied => Rejection::WebhookDenied("policy_denied"),
+            Rejection::Hasura(e) if !e.is_bad_request() => Rejection::WebhookDenied(e.reason()),
+            other => other,
         }
     }
 

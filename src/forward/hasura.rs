@@ -1,0 +1,316 @@
+//! The Hasura profile of a route: Hasura's session variables from the
+//! verified claims, with Hasura's own role selection, sent as `X-Hasura-*`
+//! headers (and, for `webhook: hasura` routes, as the auth-webhook answer).
+//!
+//! Session variables come from the namespace claim
+//! (`https://hasura.io/jwt/claims` by default) or from a claims map of
+//! JSONPaths, as in Hasura's `claims_map`. The role is the one the client
+//! asked for in its `X-Hasura-Role` header when it is among
+//! `x-hasura-allowed-roles`, else `x-hasura-default-role`; a role asked for
+//! and not allowed is a 403, as in Hasura's JWT mode.
+
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::policy::{ClaimPath, Found};
+
+const ROLE: &str = "x-hasura-role";
+const ALLOWED: &str = "x-hasura-allowed-roles";
+const DEFAULT: &str = "x-hasura-default-role";
+/// The header of Hasura's admin secret.
+pub const ADMIN_SECRET: &str = "x-hasura-admin-secret";
+
+/// Where a route's session variables come from.
+#[derive(Debug, Clone)]
+pub enum SessionSource {
+    /// Every `x-hasura-*` member of the object at this path.
+    Namespace(ClaimPath),
+    /// Each variable (lowercase `x-hasura-...`) from its own path.
+    Map(Vec<(String, ClaimPath)>),
+}
+
+/// A secret header value: never printed, never in `explain`.
+#[derive(Clone)]
+pub struct Secret(pub HeaderValue);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Hasura {
+    pub source: SessionSource,
+    pub admin_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HasuraError {
+    #[error("the token has no x-hasura-allowed-roles")]
+    NoAllowedRoles,
+    #[error("the requested role is not among x-hasura-allowed-roles")]
+    RoleNotAllowed,
+    #[error("no role was requested and the default role is missing or not allowed")]
+    NoDefaultRole,
+    #[error("X-Hasura-Role is repeated or not text")]
+    BadRoleHeader,
+    #[error("session variable {0} cannot be a header value")]
+    BadValue(String),
+}
+
+impl HasuraError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HasuraError::NoAllowedRoles => "hasura_no_allowed_roles",
+            HasuraError::RoleNotAllowed => "hasura_role_not_allowed",
+            HasuraError::NoDefaultRole => "hasura_no_default_role",
+            HasuraError::BadRoleHeader => "hasura_bad_role_header",
+            HasuraError::BadValue(_) => "unrenderable_claim",
+        }
+    }
+
+    /// Whose fault: the request's (400) or the policy's answer (403).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, HasuraError::BadRoleHeader | HasuraError::BadValue(_))
+    }
+}
+
+/// Takes the client's `X-Hasura-Role` out of `headers` (it is a request, not
+/// a fact: the role is decided here). One value at most.
+pub fn take_requested_role(headers: &mut http::HeaderMap) -> Result<Option<String>, HasuraError> {
+    let values: Vec<HeaderValue> = headers.get_all(ROLE).iter().cloned().collect();
+    headers.remove(ROLE);
+    match values.as_slice() {
+        [] => Ok(None),
+        [one] => one
+            .to_str()
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|_| HasuraError::BadRoleHeader),
+        _ => Err(HasuraError::BadRoleHeader),
+    }
+}
+
+impl Hasura {
+    /// The session headers for `claims`: `X-Hasura-Role` chosen as Hasura
+    /// does, then every other session variable (arrays as Postgres array
+    /// literals, Hasura's format), then the admin secret if configured.
+    pub fn session(
+        &self,
+        claims: &Value,
+        requested: Option<&str>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, HasuraError> {
+        let vars = self.variables(claims);
+        let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let allowed: Vec<&str> = match get(ALLOWED) {
+            Some(Value::Array(roles)) => roles.iter().filter_map(Value::as_str).collect(),
+            Some(Value::String(s)) => postgres_list(s),
+            _ => return Err(HasuraError::NoAllowedRoles),
+        };
+        if allowed.is_empty() {
+            return Err(HasuraError::NoAllowedRoles);
+        }
+        let role = match requested {
+            Some(r) if allowed.contains(&r) => r.to_string(),
+            Some(_) => return Err(HasuraError::RoleNotAllowed),
+            None => match get(DEFAULT).and_then(Value::as_str) {
+                Some(d) if allowed.contains(&d) => d.to_string(),
+                _ => return Err(HasuraError::NoDefaultRole),
+            },
+        };
+        let header = |name: &str, text: &str| {
+            let value = HeaderValue::from_str(text)
+                .ok()
+                .filter(|_| !text.bytes().any(|b| b < 0x20 || b == 0x7f))
+                .ok_or_else(|| HasuraError::BadValue(name.to_string()))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HasuraError::BadValue(name.into()))?;
+            Ok::<_, HasuraError>((name, value))
+        };
+        let mut out = vec![header(ROLE, &role)?];
+        for (name, value) in &vars {
+            if [ROLE, ALLOWED, DEFAULT, ADMIN_SECRET].contains(&name.as_str()) {
+                continue;
+            }
+            out.push(header(name, &session_text(value))?);
+        }
+        if let Some(secret) = &self.admin_secret {
+            out.push((HeaderName::from_static(ADMIN_SECRET), secret.0.clone()));
+        }
+        Ok(out)
+    }
+
+    /// The `x-hasura-*` variables, lowercase names.
+    fn variables<'a>(&self, claims: &'a Value) -> Vec<(String, &'a Value)> {
+        match &self.source {
+            SessionSource::Namespace(path) => match path.find(claims) {
+                Found::One(Value::Object(map)) => map
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                    .filter(|(k, v)| k.starts_with("x-hasura-") && !v.is_null())
+                    .collect(),
+                _ => Vec::new(),
+            },
+            SessionSource::Map(entries) => entries
+                .iter()
+                .filter_map(|(name, path)| match path.find(claims) {
+                    Found::One(v) => Some((name.clone(), v)),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A session variable as Hasura reads it: strings as they are, arrays as a
+/// Postgres array literal, anything else as JSON text.
+fn session_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(_) => {
+            let mut out = String::new();
+            super::template::postgres_array(&mut out, v);
+            out
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `{a,b}` (how Hasura writes an array in a string claim) as items.
+fn postgres_list(s: &str) -> Vec<&str> {
+    s.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(',')
+        .map(|r| r.trim().trim_matches('"'))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn namespace() -> Hasura {
+        Hasura {
+            source: SessionSource::Namespace(
+                ClaimPath::compile("$['https://hasura.io/jwt/claims']", &[]).unwrap(),
+            ),
+            admin_secret: Some(Secret(HeaderValue::from_static("s3cret"))),
+        }
+    }
+
+    fn claims() -> Value {
+        json!({"sub": "u1", "https://hasura.io/jwt/claims": {
+            "x-hasura-allowed-roles": ["user", "editor"],
+            "x-hasura-default-role": "user",
+            "X-Hasura-User-Id": "u1",
+            "x-hasura-org-ids": ["o1", "o 2"],
+            "not-hasura": "dropped"
+        }})
+    }
+
+    fn names(h: &[(HeaderName, HeaderValue)]) -> Vec<(String, String)> {
+        h.iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn role_selection_follows_hasura() {
+        let h = namespace();
+        let c = claims();
+        let role = |requested| h.session(&c, requested).map(|hs| names(&hs)[0].1.clone());
+        assert_eq!(role(None), Ok("user".into()), "absent: the default");
+        assert_eq!(role(Some("editor")), Ok("editor".into()), "allowed");
+        assert_eq!(role(Some("admin")), Err(HasuraError::RoleNotAllowed));
+        let no_default =
+            json!({"https://hasura.io/jwt/claims": {"x-hasura-allowed-roles": ["user"]}});
+        assert_eq!(
+            h.session(&no_default, None).unwrap_err(),
+            HasuraError::NoDefaultRole
+        );
+        let bad_default = json!({"https://hasura.io/jwt/claims": {
+            "x-hasura-allowed-roles": ["user"], "x-hasura-default-role": "admin"}});
+        assert_eq!(
+            h.session(&bad_default, None).unwrap_err(),
+            HasuraError::NoDefaultRole
+        );
+        assert_eq!(
+            h.session(&json!({}), None).unwrap_err(),
+            HasuraError::NoAllowedRoles
+        );
+        // Hasura's string form of the allowed roles.
+        let pg = json!({"https://hasura.io/jwt/claims": {
+            "x-hasura-allowed-roles": "{user,editor}", "x-hasura-default-role": "user"}});
+        assert_eq!(
+            names(&h.session(&pg, Some("editor")).unwrap())[0].1,
+            "editor"
+        );
+    }
+
+    #[test]
+    fn session_variables_and_the_admin_secret() {
+        let h = namespace();
+        let got = names(&h.session(&claims(), None).unwrap());
+        assert_eq!(
+            got,
+            vec![
+                ("x-hasura-role".to_string(), "user".to_string()),
+                ("x-hasura-user-id".to_string(), "u1".to_string()),
+                ("x-hasura-org-ids".to_string(), r#"{o1,"o 2"}"#.to_string()),
+                ("x-hasura-admin-secret".to_string(), "s3cret".to_string()),
+            ]
+        );
+        assert_eq!(format!("{:?}", h.admin_secret), "Some((secret))");
+    }
+
+    #[test]
+    fn a_claims_map_picks_variables_by_path() {
+        let h = Hasura {
+            source: SessionSource::Map(vec![
+                (
+                    "x-hasura-user-id".into(),
+                    ClaimPath::compile("$.sub", &[]).unwrap(),
+                ),
+                (
+                    "x-hasura-allowed-roles".into(),
+                    ClaimPath::compile("$.roles", &[]).unwrap(),
+                ),
+                (
+                    "x-hasura-default-role".into(),
+                    ClaimPath::compile("$.roles[0]", &[]).unwrap(),
+                ),
+            ]),
+            admin_secret: None,
+        };
+        let c = json!({"sub": "u9", "roles": ["viewer", "editor"]});
+        assert_eq!(
+            names(&h.session(&c, None).unwrap()),
+            vec![
+                ("x-hasura-role".to_string(), "viewer".to_string()),
+                ("x-hasura-user-id".to_string(), "u9".to_string()),
+            ]
+        );
+        let bad = json!({"sub": "u9\r\nx: y", "roles": ["viewer"]});
+        assert!(matches!(
+            h.session(&bad, None),
+            Err(HasuraError::BadValue(_))
+        ));
+    }
+
+    #[test]
+    fn the_requested_role_header_is_taken_out() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(take_requested_role(&mut h), Ok(None));
+        h.insert("x-hasura-role", "editor".parse().unwrap());
+        assert_eq!(take_requested_role(&mut h), Ok(Some("editor".into())));
+        assert!(h.is_empty());
+        h.append("x-hasura-role", "a".parse().unwrap());
+        h.append("x-hasura-role", "b".parse().unwrap());
+        assert_eq!(take_requested_role(&mut h), Err(HasuraError::BadRoleHeader));
+        assert!(h.is_empty());
+    }
+}
