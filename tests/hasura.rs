@@ -61,15 +61,6 @@ fn session_token(s: &Stack) -> String {
     }}))
 }
 
-fn seen(s: &Stack, name: &str) -> Option<String> {
-    s.upstream
-        .last()
-        .unwrap()
-        .headers
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-}
-
 #[tokio::test]
 async fn role_selection_session_variables_and_the_admin_secret() {
     let (s, _dir) = stack().await;
@@ -79,11 +70,23 @@ async fn role_selection_session_variables_and_the_admin_secret() {
     // No role asked for: the default.
     let r = s.get("/v1/graphql", &[("authorization", &auth)]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(seen(&s, "x-hasura-role").as_deref(), Some("user"));
-    assert_eq!(seen(&s, "x-hasura-user-id").as_deref(), Some("u42"));
-    assert_eq!(seen(&s, "x-hasura-org-ids").as_deref(), Some("{o1,o2}"));
-    assert_eq!(seen(&s, "x-hasura-admin-secret").as_deref(), Some(SECRET));
-    assert_eq!(seen(&s, "authorization"), None);
+    assert_eq!(
+        common::last_header(&s, "x-hasura-role").as_deref(),
+        Some("user")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-hasura-user-id").as_deref(),
+        Some("u42")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-hasura-org-ids").as_deref(),
+        Some("{o1,o2}")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-hasura-admin-secret").as_deref(),
+        Some(SECRET)
+    );
+    assert_eq!(common::last_header(&s, "authorization"), None);
 
     // An allowed role asked for: granted.
     let r = s
@@ -93,7 +96,10 @@ async fn role_selection_session_variables_and_the_admin_secret() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(seen(&s, "x-hasura-role").as_deref(), Some("editor"));
+    assert_eq!(
+        common::last_header(&s, "x-hasura-role").as_deref(),
+        Some("editor")
+    );
 
     // A role not allowed: 403, nothing reaches Hasura.
     let before = s.upstream.count();
@@ -120,9 +126,18 @@ async fn role_selection_session_variables_and_the_admin_secret() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(seen(&s, "x-hasura-user-id").as_deref(), Some("u42"));
-    assert_eq!(seen(&s, "x-hasura-admin-secret").as_deref(), Some(SECRET));
-    assert_eq!(seen(&s, "x-hasura-org-ids").as_deref(), Some("{o1,o2}"));
+    assert_eq!(
+        common::last_header(&s, "x-hasura-user-id").as_deref(),
+        Some("u42")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-hasura-admin-secret").as_deref(),
+        Some(SECRET)
+    );
+    assert_eq!(
+        common::last_header(&s, "x-hasura-org-ids").as_deref(),
+        Some("{o1,o2}")
+    );
     let last = s.upstream.last().unwrap();
     assert!(last.headers.get("x_hasura_admin_secret").is_none());
     assert!(last.headers.get("x.hasura.org.ids").is_none());
@@ -145,10 +160,16 @@ async fn a_claims_map_picks_session_variables_from_any_claims() {
     let token = s.token(json!({"roles": ["viewer", "editor"]}));
     let r = s.get_with_token("/v2/graphql", &token).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(seen(&s, "x-hasura-role").as_deref(), Some("viewer"));
-    assert_eq!(seen(&s, "x-hasura-user-id").as_deref(), Some("user-1"));
     assert_eq!(
-        seen(&s, "x-hasura-admin-secret"),
+        common::last_header(&s, "x-hasura-role").as_deref(),
+        Some("viewer")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-hasura-user-id").as_deref(),
+        Some("user-1")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-hasura-admin-secret"),
         None,
         "no secret configured"
     );

@@ -255,6 +255,16 @@ impl Resp {
     }
 }
 
+/// Header `name` of the last request the upstream received, as text.
+pub fn last_header(s: &Stack, name: &str) -> Option<String> {
+    s.upstream
+        .last()
+        .expect("the upstream received a request")
+        .headers
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
 /// Standard valid claims plus `extra` (which may override them).
 pub fn claims(extra: Value) -> Value {
     let now = claimgate::jwks::unix_now();
