@@ -565,3 +565,37 @@ async fn a_replaced_issuer_stops_polling_its_old_idp_even_with_cached_tokens() {
         StatusCode::OK
     );
 }
+
+/// SECURITY.md rule 18: a request deadline over everything a request may
+/// wait on before its response head — here, keys loading from a stalled IdP
+/// after an unknown kid, and a slow upstream.
+#[tokio::test]
+async fn the_request_deadline_bounds_every_wait() {
+    let policy = common::POLICY.replace(
+        "    refresh_interval: 1s\n",
+        "    refresh_interval: 1h\n    unknown_kid_cooldown: 0s\n",
+    );
+    let s = Builder::new()
+        .policy(&policy)
+        .limits(|l| l.request_timeout = Duration::from_millis(500))
+        .start()
+        .await;
+    s.idp.set_delay(Duration::from_secs(3));
+    let stranger =
+        claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256, "new");
+    let token = stranger.sign(&common::claims(json!({})));
+    let started = std::time::Instant::now();
+    let r = s.get_with_token("/me", &token).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.reason(), "request_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.upstream.count(), 0);
+
+    let r = s.get_with_token("/slow/2000", &s.gold_token()).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.reason(), "request_timeout");
+}

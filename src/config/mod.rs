@@ -82,6 +82,9 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     /// Time the upstream has to send its response headers.
     pub upstream_response_timeout: Duration,
+    /// The request deadline (SECURITY.md rule 18): from the request head to
+    /// the response head, whatever it waits on (keys, the upstream).
+    pub request_timeout: Duration,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Verified tokens remembered; 0 turns the cache off.
@@ -102,6 +105,7 @@ impl Default for Limits {
             max_concurrent_streams: 200,
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             token_cache_entries: 10_000,
             drain_delay: Duration::from_secs(5),

@@ -45,7 +45,12 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     let snapshot = app.snapshot();
     let mut route_name = "none";
     let mut issuer: Option<Arc<Issuer>> = None;
-    let outcome = proxy(app, &snapshot, req, peer, &mut route_name, &mut issuer).await;
+    let outcome = tokio::time::timeout(
+        app.limits.request_timeout,
+        proxy(app, &snapshot, req, peer, &mut route_name, &mut issuer),
+    )
+    .await
+    .unwrap_or(Err(Rejection::RequestTimeout));
     let issuer_name = issuer.as_ref().map_or("", |i| i.name.as_str());
     let (resp, decision, reason) = match outcome {
         Ok((resp, decision)) => (resp, decision, ""),

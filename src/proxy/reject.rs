@@ -41,6 +41,8 @@ pub enum Rejection {
     UpstreamUnavailable,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
+    /// The request deadline passed before a response head (504).
+    RequestTimeout,
 }
 
 impl Rejection {
@@ -58,6 +60,7 @@ impl Rejection {
             Rejection::WebhookDenied(reason) => reason,
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::RequestTimeout => "request_timeout",
         }
     }
 
@@ -75,6 +78,7 @@ impl Rejection {
             Rejection::Token(_) => "unauthenticated",
             Rejection::Denied => "denied",
             Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
+            Rejection::RequestTimeout => "timeout",
         }
     }
 
@@ -92,7 +96,7 @@ impl Rejection {
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
             Rejection::Denied => StatusCode::FORBIDDEN,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::UpstreamTimeout | Rejection::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -123,7 +127,9 @@ impl Rejection {
             Rejection::Denied | Rejection::WebhookDenied(_) => "insufficient_scope",
             Rejection::Hasura(e) if !e.is_bad_request() => "insufficient_scope",
             Rejection::NoRoute => "not_found",
-            Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
+            Rejection::UpstreamUnavailable
+            | Rejection::UpstreamTimeout
+            | Rejection::RequestTimeout => "upstream_error",
             _ => "invalid_request",
         }
     }
