@@ -173,57 +173,7 @@ async fn through(
                 .map_err(Rejection::BadCredentials)?
                 .ok_or(Rejection::Token(TokenError::Missing))?;
         let source = &snapshot.token_sources[source];
-        let now = unix_now();
-        let cached = app
-            .token_cache
-            .get(token, &snapshot.issuers, route.issuers.as_deref(), now);
-        let was_cached = cached.is_some();
-        let label = if was_cached { "hit" } else { "miss" };
-        app.metrics
-            .token_cache_lookups
-            .with_label_values(&[label])
-            .inc();
-        let verify = || {
-            token::verify(
-                token,
-                &snapshot.issuers,
-                route.issuers.as_deref(),
-                snapshot.max_token_bytes,
-                now,
-            )
-        };
-        let mut result = match cached {
-            Some(v) => Ok(v),
-            None => verify(),
-        };
-        // Key rotation: an unknown kid may be a key the IdP just published.
-        // The store bounds how often this fetches (rule 11); verify once more
-        // only if the keys may have changed.
-        if let Err(token::Refused {
-            issuer: Some(i),
-            error: TokenError::UnknownKey,
-            kid,
-        }) = &result
-        {
-            if i.keys.refresh_for_unknown_kid(kid.as_deref()).await {
-                result = verify();
-            }
-        }
-        let verified = result.map_err(|refused| {
-            *issuer = refused.issuer;
-            Rejection::Token(refused.error)
-        })?;
-        *issuer = Some(verified.issuer.clone());
-        // The issuer is known only now: it must list the source the token
-        // came from (a query-string token for a bearer-only issuer is not).
-        if !verified.issuer.token_from.contains(source) {
-            return Err(Rejection::Token(TokenError::SourceNotAllowed(
-                source.to_string(),
-            )));
-        }
-        if !was_cached {
-            app.token_cache.insert(token, &verified, now);
-        }
+        let verified = verify_token(app, snapshot, route, token, source, issuer).await?;
         let facts = RequestFacts {
             method: req.method(),
             host,
@@ -288,6 +238,71 @@ async fn through(
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     Ok((Response::from_parts(parts, body.boxed()), decision))
+}
+
+/// The verify stage: the verified-token cache, else full verification, once
+/// more after a key refresh when the `kid` was unknown (rotation), then the
+/// issuer's own source check. Sets `issuer` as soon as it is known.
+async fn verify_token(
+    app: &App,
+    snapshot: &Snapshot,
+    route: &Route,
+    token: &str,
+    source: &TokenSource,
+    issuer: &mut Option<Arc<Issuer>>,
+) -> Result<token::Verified, Rejection> {
+    let now = unix_now();
+    let cached = app
+        .token_cache
+        .get(token, &snapshot.issuers, route.issuers.as_deref(), now);
+    let was_cached = cached.is_some();
+    let label = if was_cached { "hit" } else { "miss" };
+    app.metrics
+        .token_cache_lookups
+        .with_label_values(&[label])
+        .inc();
+    let verify = || {
+        token::verify(
+            token,
+            &snapshot.issuers,
+            route.issuers.as_deref(),
+            snapshot.max_token_bytes,
+            now,
+        )
+    };
+    let mut result = match cached {
+        Some(v) => Ok(v),
+        None => verify(),
+    };
+    // Key rotation: an unknown kid may be a key the IdP just published.
+    // The store bounds how often this fetches (rule 11); verify once more
+    // only if the keys may have changed.
+    if let Err(token::Refused {
+        issuer: Some(i),
+        error: TokenError::UnknownKey,
+        kid,
+    }) = &result
+    {
+        if i.keys.refresh_for_unknown_kid(kid.as_deref()).await {
+            result = verify();
+        }
+    }
+    let verified = result.map_err(|refused| {
+        *issuer = refused.issuer;
+        Rejection::Token(refused.error)
+    })?;
+    *issuer = Some(verified.issuer.clone());
+    // The issuer is known only now: it must list the source the token
+    // came from (a query-string token for a bearer-only issuer is not).
+    if !verified.issuer.token_from.contains(source) {
+        return Err(Rejection::Token(TokenError::SourceNotAllowed(
+            source.to_string(),
+        )));
+    }
+    if !was_cached {
+        app.token_cache.insert(token, &verified, now);
+    }
+    Ok(verified)
 }
 
 /// The decide and inject stages for a verified token: the route's rule over
