@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub token_sources: Vec<TokenSource>,
     /// A client header claimgate owns gets 400 instead of being removed.
     pub refuse_spoofed: bool,
+    /// Peers whose forwarding headers are extended, not replaced.
+    pub trusted_proxies: Vec<crate::forward::forwarded::Cidr>,
 }
 
 /// Where a route's requests go.

@@ -211,3 +211,53 @@ async fn spoofed_headers_can_be_refused_instead_of_stripped() {
         Some("127.0.0.1")
     );
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_extends_the_forwarding_headers_others_are_replaced() {
+    let sent = [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "shop.example.com"),
+    ];
+    // The tests connect from 127.0.0.1: trusted here...
+    let trusted = format!("trusted_proxies: [127.0.0.0/8, \"10.0.0.0/8\"]\n{POLICY}");
+    let s = Builder::new().policy(&trusted).start().await;
+    let token = s.token(json!({}));
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend_from_slice(&sent);
+    assert_eq!(s.get("/omit", &headers).await.status, StatusCode::OK);
+    assert_eq!(
+        common::last_header(&s, "x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-forwarded-host").as_deref(),
+        Some("shop.example.com")
+    );
+
+    // ...and not here: everything comes from the connection.
+    let untrusted = format!("trusted_proxies: [10.0.0.0/8]\n{POLICY}");
+    let s = Builder::new().policy(&untrusted).start().await;
+    let token = s.token(json!({}));
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend_from_slice(&sent);
+    assert_eq!(s.get("/omit", &headers).await.status, StatusCode::OK);
+    assert_eq!(
+        common::last_header(&s, "x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        common::last_header(&s, "x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+    assert_ne!(
+        common::last_header(&s, "x-forwarded-host").as_deref(),
+        Some("shop.example.com")
+    );
+}

@@ -16,6 +16,7 @@ use super::docs::{
 };
 use super::error::{ConfigErrors, Origin};
 use super::yaml::{self, Vars};
+use crate::forward::forwarded::Cidr;
 use crate::forward::hasura::{Hasura, Secret, SessionSource};
 use crate::forward::template::Encoding;
 use crate::forward::{HeaderTemplate, OwnedHeaders};
@@ -127,6 +128,7 @@ pub fn compile(
         prefixes: Vec::new(),
         levels: BTreeMap::new(),
         refuse_spoofed: false,
+        trusted_proxies: Vec::new(),
     };
     // Issuers and upstreams first: routes refer to them by name.
     for (file, doc) in &mut docs {
@@ -154,6 +156,14 @@ pub fn compile(
         }
         if doc.spoofed_headers == SpoofedHeaders::Refuse {
             c.refuse_spoofed = true;
+        }
+        for p in &doc.trusted_proxies {
+            match Cidr::parse(&p.value) {
+                Ok(cidr) => c.trusted_proxies.push(cidr),
+                Err(e) => c
+                    .errs
+                    .push(origin(file, p), format!("trusted_proxies: {e}")),
+            }
         }
     }
     let mut router = Router::default();
@@ -210,6 +220,7 @@ pub fn compile(
         generation,
         token_sources,
         refuse_spoofed: c.refuse_spoofed,
+        trusted_proxies: c.trusted_proxies,
         router,
         issuers: c.issuers,
         owned_headers,
@@ -230,6 +241,7 @@ struct Compiler {
     levels: BTreeMap<String, Arc<Vec<String>>>,
     /// Some file says `spoofed_headers: refuse`.
     refuse_spoofed: bool,
+    trusted_proxies: Vec<Cidr>,
 }
 
 impl Compiler {

@@ -197,6 +197,10 @@ pub struct PolicyDoc {
     /// Header templates applied on every authenticated route.
     #[serde(default)]
     pub forward: BTreeMap<String, Spanned<ForwardDoc>>,
+    /// Peers (a load balancer, an ingress) whose `X-Forwarded-*` headers are
+    /// extended or kept rather than replaced: addresses or blocks.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
     /// What to do with a client header claimgate owns: `strip` it (the
     /// default) or `refuse` the request with 400.
     #[serde(default)]

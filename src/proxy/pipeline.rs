@@ -20,6 +20,7 @@ use super::reject::Rejection;
 use super::Body;
 use crate::app::App;
 use crate::forward;
+use crate::forward::forwarded::{self, FromProxy};
 use crate::forward::hasura;
 use crate::forward::template::{Empty, Rendered, MAX_VALUE_BYTES};
 use crate::forward::RenderError;
@@ -153,6 +154,10 @@ async fn through(
         None => None,
     };
 
+    // A trusted proxy's forwarding headers, before hygiene removes them.
+    let from_proxy =
+        forwarded::from_trusted(req.headers(), peer.addr.ip(), &snapshot.trusted_proxies);
+
     // hygiene: on every route, public ones included. Where the policy says
     // so, a client header claimgate owns is refused rather than removed.
     if snapshot.refuse_spoofed {
@@ -206,7 +211,7 @@ async fn through(
         "allowed"
     };
     pin_host(&mut req);
-    set_forwarded(&mut req, host, peer);
+    set_forwarded(&mut req, host, peer, from_proxy);
 
     // upstream: same method, raw path and query, streamed body.
     let path_and_query = match new_query {
@@ -416,19 +421,27 @@ fn pin_host(req: &mut Request<Incoming>) {
 }
 
 /// Rule 15: the client's forwarding headers were removed by hygiene; these
-/// come from the connection.
-fn set_forwarded(req: &mut Request<Incoming>, host: &str, peer: Peer) {
+/// come from the connection, extended from a trusted proxy's.
+fn set_forwarded(req: &mut Request<Incoming>, host: &str, peer: Peer, proxy: FromProxy) {
     let headers = req.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&peer.addr.ip().to_string()) {
+    let peer_ip = peer.addr.ip().to_string();
+    let chain = match proxy.forwarded_for {
+        Some(prior) => format!("{prior}, {peer_ip}"),
+        None => peer_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
-    );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        if !host.is_empty() {
-            headers.insert("x-forwarded-host", v);
-        }
+    let proto = proxy.proto.unwrap_or(HeaderValue::from_static(if peer.tls {
+        "https"
+    } else {
+        "http"
+    }));
+    headers.insert("x-forwarded-proto", proto);
+    let own_host = HeaderValue::from_str(host)
+        .ok()
+        .filter(|_| !host.is_empty());
+    if let Some(v) = proxy.host.or(own_host) {
+        headers.insert("x-forwarded-host", v);
     }
 }

@@ -1,0 +1,112 @@
+//! Forwarding headers (SECURITY.md rule 15). From an untrusted peer they are
+//! replaced with what the connection says. From a peer listed in
+//! `trusted_proxies` (a load balancer or ingress in front), its
+//! `X-Forwarded-For` is extended with the peer's address and its
+//! `X-Forwarded-Proto` / `-Host` are kept, as Envoy does with trusted hops.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue};
+
+/// An address block, `10.0.0.0/8`, `fd00::/8`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("`{text}` is not an address or address block (10.0.0.0/8)");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |a: IpAddr| -> u128 {
+            match a {
+                IpAddr::V4(v) => u32::from(v) as u128,
+                IpAddr::V6(v) => u128::from(v),
+            }
+        };
+        let width: u32 = if self.addr.is_ipv4() { 32 } else { 128 };
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let shift = width - u32::from(self.prefix);
+        let (a, b) = (bits(self.addr), bits(ip));
+        shift >= 128 || (a >> shift) == (b >> shift)
+    }
+}
+
+/// What a trusted peer said, taken before hygiene removes it.
+#[derive(Debug, Default)]
+pub struct FromProxy {
+    pub forwarded_for: Option<String>,
+    pub proto: Option<HeaderValue>,
+    pub host: Option<HeaderValue>,
+}
+
+/// The forwarding headers of a trusted peer; nothing for any other.
+pub fn from_trusted(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> FromProxy {
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return FromProxy::default();
+    }
+    let chain: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    FromProxy {
+        forwarded_for: (!chain.is_empty()).then(|| chain.join(", ")),
+        proto: headers.get("x-forwarded-proto").cloned(),
+        host: headers.get("x-forwarded-host").cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_contain_what_they_should() {
+        let c = |t| Cidr::parse(t).unwrap();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(c("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(c("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!c("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(c("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(c("fd00::/8").contains(ip("fd12::1")));
+        assert!(!c("fd00::/8").contains(ip("fe80::1")));
+        assert!(
+            c("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped"
+        );
+        assert!(!c("::/0").contains(ip("10.1.2.3")), "families never mix");
+        for bad in ["10.0.0.0/33", "10.0.0/8", "x", "::1/129", ""] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
