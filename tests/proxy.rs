@@ -599,3 +599,53 @@ async fn the_request_deadline_bounds_every_wait() {
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(r.reason(), "request_timeout");
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_never_reach_the_upstream_whole() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    let s = Builder::new()
+        .limits(|l| l.max_body_bytes = Some(1024 * 1024))
+        .start()
+        .await;
+    let token = s.token(json!({}));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let post = |n: usize| {
+        http::Request::post(format!("http://{}/me", s.addr()))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(vec![b'x'; n])))
+            .unwrap()
+    };
+    let resp = client.request(post(512 * 1024)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(s.upstream.count(), 1);
+    // A declared length over the limit: 413 before the upstream is called.
+    let resp = client.request(post(3 * 1024 * 1024)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("body_too_large"));
+    assert_eq!(s.upstream.count(), 1);
+
+    // A chunked body (no length) is cut off at the limit: the upstream never
+    // holds more than the limit, and the client gets an error status.
+    let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = (0..48)
+        .map(|_| Ok(http_body::Frame::data(Bytes::from(vec![b'y'; 64 * 1024]))))
+        .collect();
+    let streaming =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<StreamBody<futures_util::stream::Iter<std::vec::IntoIter<_>>>>();
+    let req = http::Request::post(format!("http://{}/me", s.addr()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let resp = streaming.request(req).await.unwrap();
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+    if let Some(seen) = s.upstream.last() {
+        assert!(
+            seen.body.len() <= 1024 * 1024,
+            "{} bytes reached the upstream",
+            seen.body.len()
+        );
+    }
+}

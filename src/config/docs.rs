@@ -81,6 +81,7 @@ pub struct LimitsDoc {
     pub upstream_response_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
     pub request_timeout: Option<Duration>,
+    pub max_body_bytes: Option<u64>,
     #[serde(default, deserialize_with = "duration::option")]
     pub shutdown_grace: Option<Duration>,
     pub token_cache_entries: Option<usize>,
@@ -144,6 +145,7 @@ impl ProcessDoc {
                 .upstream_response_timeout
                 .unwrap_or(d.upstream_response_timeout),
             request_timeout: l.request_timeout.unwrap_or(d.request_timeout),
+            max_body_bytes: l.max_body_bytes.or(d.max_body_bytes),
             shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
             token_cache_entries: l.token_cache_entries.unwrap_or(d.token_cache_entries),
             drain_delay: l.drain_delay.unwrap_or(d.drain_delay),

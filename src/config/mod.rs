@@ -82,6 +82,10 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     /// Time the upstream has to send its response headers.
     pub upstream_response_timeout: Duration,
+    /// Largest request body sent upstream; `None`: no limit. A larger
+    /// `Content-Length` is a 413 before the upstream is called; a chunked
+    /// body is cut off at the limit (the upstream sees an aborted body).
+    pub max_body_bytes: Option<u64>,
     /// The request deadline (SECURITY.md rule 18): from the request head to
     /// the response head, whatever it waits on (keys, the upstream).
     pub request_timeout: Duration,
@@ -106,6 +110,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            max_body_bytes: None,
             shutdown_grace: Duration::from_secs(30),
             token_cache_entries: 10_000,
             drain_delay: Duration::from_secs(5),

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use http::header::HOST;
 use http::{HeaderName, HeaderValue, Request, Response};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::reject::Rejection;
@@ -231,6 +231,16 @@ async fn through(
         .map_err(|_| Rejection::UpstreamUnavailable)?;
     // The client's HTTP version is not the upstream's.
     *req.version_mut() = http::Version::HTTP_11;
+    let limit = app.limits.max_body_bytes.unwrap_or(u64::MAX);
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Rejection::BodyTooLarge);
+    }
+    let req = req.map(|body| Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
     let sent = Instant::now();
     let resp = app.upstream.send(req).await;
     app.metrics

@@ -43,6 +43,8 @@ pub enum Rejection {
     UpstreamTimeout,
     /// The request deadline passed before a response head (504).
     RequestTimeout,
+    /// The declared body is over `limits.max_body_bytes` (413).
+    BodyTooLarge,
 }
 
 impl Rejection {
@@ -61,6 +63,7 @@ impl Rejection {
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::RequestTimeout => "request_timeout",
+            Rejection::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -79,6 +82,7 @@ impl Rejection {
             Rejection::Denied => "denied",
             Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
             Rejection::RequestTimeout => "timeout",
+            Rejection::BodyTooLarge => "bad_request",
         }
     }
 
@@ -97,6 +101,7 @@ impl Rejection {
             Rejection::Denied => StatusCode::FORBIDDEN,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout | Rejection::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -12,9 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::reject::Rejection;
 
+/// A request body on its way upstream, cut off past `limits.max_body_bytes`.
+pub type UpstreamBody = Limited<Incoming>;
+
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
     response_timeout: Duration,
 }
 
@@ -41,7 +45,7 @@ impl UpstreamClient {
 
     /// Sends `req` and waits for the response head. A connect failure is a
     /// 502, a connect or response timeout a 504.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Rejection> {
+    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, Rejection> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(Rejection::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
