@@ -218,7 +218,7 @@ async fn every_supported_algorithm_verifies_and_a_key_only_signs_its_own_alg() {
     let forged = s.extra_keys[1].sign_raw(&header, &c.to_string());
     let r = s.get_with_token("/orders/7", &forged).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.reason(), "unknown_key");
+    assert_eq!(r.reason(), "algorithm_not_allowed");
     assert_eq!(s.upstream.count(), algs.len());
 }
 
@@ -339,5 +339,31 @@ async fn rule_11_a_flood_of_unknown_kids_is_at_most_one_fetch_per_cooldown() {
     assert_eq!(
         s.get_with_token("/orders/7", &s.gold_token()).await.status,
         StatusCode::OK
+    );
+}
+
+/// A token naming a known key with an algorithm that key does not allow is
+/// an algorithm fault: 401 `algorithm_not_allowed`, and no JWKS refresh (a
+/// refresh could not change it).
+#[tokio::test]
+async fn an_algorithm_the_named_key_does_not_allow_is_refused_without_a_refresh() {
+    let policy = common::POLICY.replace(
+        "    refresh_interval: 1s\n",
+        "    refresh_interval: 1h\n    unknown_kid_cooldown: 0s\n",
+    );
+    let s = common::Builder::new().policy(&policy).start().await;
+    let fetches = s.idp.fetches();
+    // `k1` is an ES256 key; the same kid with ES384 in the header.
+    let header = serde_json::json!({"alg": "ES384", "kid": "k1"}).to_string();
+    let other = claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES384, "k1");
+    let token = other.sign_raw(&header, &common::claims(serde_json::json!({})).to_string());
+    let r = s.get_with_token("/me", &token).await;
+    assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(r.reason(), "algorithm_not_allowed");
+    assert_eq!(s.upstream.count(), 0);
+    assert_eq!(
+        s.idp.fetches(),
+        fetches,
+        "no refresh for an algorithm fault"
     );
 }

@@ -103,6 +103,18 @@ impl KeySet {
         list.filter(move |k| k.algorithms.contains(&alg))
     }
 
+    /// Whether the keys a token would select exist but none allows `alg`:
+    /// the named key (or, for a shared-secret set or without `kid`, every
+    /// key) is there, and `alg` is not among its algorithms.
+    pub fn refuses(&self, kid: Option<&str>, alg: Algorithm) -> bool {
+        let named = kid.filter(|_| !self.any_kid).map(|k| self.by_kid.get(k));
+        match named {
+            Some(Some(key)) => !key.algorithms.contains(&alg),
+            Some(None) => false,
+            None => !self.keys.is_empty() && self.keys.iter().all(|k| !k.algorithms.contains(&alg)),
+        }
+    }
+
     pub fn keys(&self) -> &[Arc<VerifyKey>] {
         &self.keys
     }

@@ -167,6 +167,12 @@ pub fn verify(
         }
     }
     if !tried {
+        // A key the token names (or, without a usable kid, every key) that
+        // does not allow `alg` is an algorithm fault, not a rotation: no
+        // refresh would change it.
+        if keys.refuses(kid, alg) {
+            return Err(fail(TokenError::AlgorithmNotAllowed(format!("{alg:?}"))));
+        }
         return Err(Refused {
             kid: kid.map(str::to_string),
             ..fail(TokenError::UnknownKey)
