@@ -41,11 +41,6 @@ impl TokenCache {
         self.map.is_empty()
     }
 
-    /// Forgets every entry.
-    pub fn clear(&self) {
-        self.map.clear();
-    }
-
     /// Keeps only the entries verified by an issuer of `issuers` itself. A
     /// reload calls this: an issuer whose settings changed is a new `Arc`, so
     /// its tokens go (and with them the last hold on a replaced key store).
