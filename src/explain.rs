@@ -13,11 +13,10 @@ use http::{HeaderMap, HeaderValue, Method};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::forward;
 use crate::forward::hasura;
 use crate::policy::canonical_segments;
 use crate::policy::rule::{RequestFacts, Step};
-use crate::proxy::pipeline::authorize;
+use crate::proxy::pipeline::{authorize, hygiene, normal_host};
 use crate::proxy::Rejection;
 use crate::snapshot::Snapshot;
 use crate::token::{self, Issuer, TokenError};
@@ -112,13 +111,7 @@ pub fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation {
 fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Result<(), Rejection> {
     let path = case.path.split('?').next().unwrap_or("/");
     let segments = canonical_segments(path).map_err(Rejection::BadPath)?;
-    let host = case
-        .host
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let host = normal_host(&case.host);
     let matched = snapshot
         .router
         .find(&host, &case.method, &segments)
@@ -138,22 +131,13 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
         .collect();
 
     let mut headers = case.headers.clone();
-    let requested_role = match route.hasura {
-        Some(_) => hasura::take_requested_role(&mut headers).map_err(Rejection::Hasura)?,
-        None => None,
-    };
     if let Credential::Token(t) = &case.credential {
         let value = HeaderValue::from_str(&format!("Bearer {t}"))
             .map_err(|_| Rejection::Token(TokenError::Malformed("not base64url")))?;
         headers.insert(AUTHORIZATION, value);
     }
-    if snapshot.refuse_spoofed {
-        if let Some(name) = forward::spoofed(&headers, &snapshot.owned_headers) {
-            return Err(Rejection::Spoofed(name));
-        }
-    }
     let before: Vec<String> = headers.keys().map(|k| k.to_string()).collect();
-    forward::clean_request(&mut headers, &snapshot.owned_headers);
+    let requested_role = hygiene(snapshot, route, &mut headers)?;
     x.removed = before
         .into_iter()
         .filter(|k| !headers.contains_key(k.as_str()))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HOST;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -147,25 +147,10 @@ async fn through(
     issuer: &mut Option<Arc<Issuer>>,
 ) -> Result<(Response<Body>, &'static str), Rejection> {
     let route = matched.route;
-    // Hasura: the client's X-Hasura-Role is a request for a role, decided
-    // below; it is taken out before hygiene.
-    let requested_role = match route.hasura {
-        Some(_) => hasura::take_requested_role(req.headers_mut()).map_err(Rejection::Hasura)?,
-        None => None,
-    };
-
     // A trusted proxy's forwarding headers, before hygiene removes them.
     let from_proxy =
         forwarded::from_trusted(req.headers(), peer.addr.ip(), &snapshot.trusted_proxies);
-
-    // hygiene: on every route, public ones included. Where the policy says
-    // so, a client header claimgate owns is refused rather than removed.
-    if snapshot.refuse_spoofed {
-        if let Some(name) = forward::spoofed(req.headers(), &snapshot.owned_headers) {
-            return Err(Rejection::Spoofed(name));
-        }
-    }
-    forward::clean_request(req.headers_mut(), &snapshot.owned_headers);
+    let requested_role = hygiene(snapshot, route, req.headers_mut())?;
 
     // A query without the token, when the token came from the query.
     let mut new_query: Option<String> = None;
@@ -394,24 +379,49 @@ fn webhook_answer(rendered: &[(HeaderName, HeaderValue)]) -> Response<Body> {
     resp
 }
 
+/// The hygiene stage, on every route, public ones included. Hasura's
+/// `X-Hasura-Role` is taken out first (a request for a role, decided later;
+/// it is returned); then, where the policy says so, a client header
+/// claimgate owns refuses the request; then hop-by-hop, `Connection`-named
+/// and claimgate-owned headers are removed. `explain` runs this too.
+pub fn hygiene(
+    snapshot: &Snapshot,
+    route: &Route,
+    headers: &mut HeaderMap,
+) -> Result<Option<String>, Rejection> {
+    let requested_role = match route.hasura {
+        Some(_) => hasura::take_requested_role(headers).map_err(Rejection::Hasura)?,
+        None => None,
+    };
+    if snapshot.refuse_spoofed {
+        if let Some(name) = forward::spoofed(headers, &snapshot.owned_headers) {
+            return Err(Rejection::Spoofed(name));
+        }
+    }
+    forward::clean_request(headers, &snapshot.owned_headers);
+    Ok(requested_role)
+}
+
 /// The request's host: lowercase, without port or trailing dot (rule 16).
 fn request_host(req: &Request<Incoming>) -> String {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.host().to_string())
-        .or_else(|| {
+    match req.uri().authority() {
+        Some(a) => normal_host(a.as_str()),
+        None => normal_host(
             req.headers()
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(|h| {
-                    h.parse::<http::uri::Authority>()
-                        .map(|a| a.host().to_string())
-                        .unwrap_or_default()
-                })
-        })
-        .unwrap_or_default();
-    raw.trim_end_matches('.').to_ascii_lowercase()
+                .unwrap_or(""),
+        ),
+    }
+}
+
+/// An authority (`Host` header value) as routes compare it: the host part,
+/// lowercase, without port or trailing dot; empty when it is not one.
+pub fn normal_host(authority: &str) -> String {
+    authority
+        .parse::<http::uri::Authority>()
+        .map(|a| a.host().trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// Rule 16: the upstream must see the host claimgate routed on. When the
