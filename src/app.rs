@@ -14,7 +14,9 @@ use jsonwebtoken::Algorithm;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{self, ConfigErrors, Limits, Origin, PolicySource, ProcessConfig, Vars};
+use crate::config::{
+    self, digest, ConfigErrors, Limits, Origin, PolicySource, ProcessConfig, Vars,
+};
 use crate::jwks::{Fetcher, JwksStore, KeySource, Refresh};
 use crate::metrics::Metrics;
 use crate::proxy::{server, UpstreamClient};
@@ -44,20 +46,8 @@ pub struct App {
     draining: AtomicBool,
     /// Serialises reloads so two never interleave.
     reload_lock: tokio::sync::Mutex<()>,
-    /// What the serving snapshot was built from.
-    loaded: Mutex<LoadInfo>,
     /// The last reload that failed, if none succeeded since.
     failed: Mutex<Option<FailedLoad>>,
-}
-
-/// What a snapshot was built from, for `/admin/config`.
-#[derive(Debug, Clone)]
-pub struct LoadInfo {
-    pub generation: u64,
-    /// SHA-256 over the policy files' names and texts, hex.
-    pub sha256: String,
-    pub loaded_at: SystemTime,
-    pub files: Vec<PathBuf>,
 }
 
 /// A reload that was refused; the snapshot before it keeps serving.
@@ -66,29 +56,6 @@ pub struct FailedLoad {
     pub sha256: String,
     pub at: SystemTime,
     pub errors: usize,
-}
-
-/// The content hash of a set of policy files: file names and texts, so that
-/// a rename or an edit both change it, and a ConfigMap swap to equal content
-/// does not.
-pub fn sources_digest(sources: &[PolicySource]) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for source in sources {
-        let name = source
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        for part in [name.as_bytes(), source.text.as_bytes()] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-    }
-    ctx.finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Whether a reload was asked for whatever the files hold, or only if they
@@ -123,12 +90,6 @@ impl App {
         )?;
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics.config_generation.set(1);
-        let loaded = LoadInfo {
-            generation: 1,
-            sha256: sources_digest(sources),
-            loaded_at: SystemTime::now(),
-            files: sources.iter().map(|s| s.path.clone()).collect(),
-        };
         let upstream = UpstreamClient::new(
             limits.upstream_connect_timeout,
             limits.upstream_response_timeout,
@@ -145,7 +106,6 @@ impl App {
             fetcher,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
-            loaded: Mutex::new(loaded),
             failed: Mutex::new(None),
         }))
     }
@@ -179,11 +139,6 @@ impl App {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// What the serving snapshot was built from.
-    pub fn loaded(&self) -> LoadInfo {
-        lock(&self.loaded).clone()
-    }
-
     /// The last refused reload, if no reload succeeded after it.
     pub fn last_failure(&self) -> Option<FailedLoad> {
         lock(&self.failed).clone()
@@ -211,17 +166,17 @@ impl App {
             return Err(errs);
         };
         let read = PolicySource::read_dir(dir);
-        let digest = read.as_ref().map(|s| sources_digest(s)).unwrap_or_default();
+        let sha256 = read.as_ref().map(|s| digest(s)).unwrap_or_default();
         if kind == ReloadKind::IfChanged {
-            let seen = lock(&self.loaded).sha256 == digest
+            let seen = self.snapshot.load().source.sha256 == sha256
                 || lock(&self.failed)
                     .as_ref()
-                    .is_some_and(|f| f.sha256 == digest);
+                    .is_some_and(|f| f.sha256 == sha256);
             if seen {
                 return Ok(None);
             }
         }
-        let result = read.and_then(|sources| self.swap_in(&sources, &digest));
+        let result = read.and_then(|sources| self.swap_in(&sources));
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics
             .config_reloads
@@ -230,11 +185,11 @@ impl App {
         match &result {
             Ok(g) => {
                 *lock(&self.failed) = None;
-                tracing::info!(generation = g, sha256 = %digest, "policies reloaded");
+                tracing::info!(generation = g, %sha256, "policies reloaded");
             }
             Err(errs) => {
                 *lock(&self.failed) = Some(FailedLoad {
-                    sha256: digest,
+                    sha256,
                     at: SystemTime::now(),
                     errors: errs.len(),
                 });
@@ -247,7 +202,7 @@ impl App {
     }
 
     /// Compiles `sources` and swaps the result in. Callers hold `reload_lock`.
-    fn swap_in(&self, sources: &[PolicySource], digest: &str) -> Result<u64, ConfigErrors> {
+    fn swap_in(&self, sources: &[PolicySource]) -> Result<u64, ConfigErrors> {
         let previous = self.snapshot.load_full();
         let generation = previous.generation + 1;
         let mut snapshot = compile_with(
@@ -266,12 +221,6 @@ impl App {
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(snapshot.clone());
         self.metrics.config_generation.set(generation as i64);
-        *lock(&self.loaded) = LoadInfo {
-            generation,
-            sha256: digest.to_string(),
-            loaded_at: SystemTime::now(),
-            files: sources.iter().map(|s| s.path.clone()).collect(),
-        };
         // Cached tokens hold their issuer, and with it its key store: drop
         // those of changed issuers before pruning, or old stores would look
         // used and keep polling.

@@ -13,6 +13,8 @@ use crate::token::Issuers;
 pub struct Snapshot {
     /// Increases by one with every successful load.
     pub generation: u64,
+    /// What it was built from, for `/admin/config` and unchanged-file checks.
+    pub source: SourceInfo,
     pub router: Router,
     pub issuers: Issuers,
     /// Client headers removed on every route, public ones included.
@@ -24,6 +26,15 @@ pub struct Snapshot {
     pub refuse_spoofed: bool,
     /// Peers whose forwarding headers are extended, not replaced.
     pub trusted_proxies: Vec<crate::forward::forwarded::Cidr>,
+}
+
+/// The policy files a snapshot was built from.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// SHA-256 over the files' names and texts, hex (`config::digest`).
+    pub sha256: String,
+    pub loaded_at: std::time::SystemTime,
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// Where a route's requests go.

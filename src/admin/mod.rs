@@ -48,8 +48,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
 /// policy text, no key material, no error text (errors go to the log).
 fn config_report(app: &App) -> serde_json::Value {
     let rfc3339 = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    let loaded = app.loaded();
     let snapshot = app.snapshot();
+    let loaded = &snapshot.source;
     let mut issuers: Vec<_> = snapshot
         .issuers
         .iter()
@@ -71,7 +71,7 @@ fn config_report(app: &App) -> serde_json::Value {
         })
     });
     serde_json::json!({
-        "generation": loaded.generation,
+        "generation": snapshot.generation,
         "sha256": loaded.sha256,
         "loaded_at": rfc3339(loaded.loaded_at),
         "files": loaded.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),

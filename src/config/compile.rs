@@ -27,7 +27,7 @@ use crate::policy::rule::{
     ClaimLocations, Cmp, Need, Operand, RequestValue, TenantFrom, TenantKind,
 };
 use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment};
-use crate::snapshot::{Snapshot, Upstream};
+use crate::snapshot::{Snapshot, SourceInfo, Upstream};
 use crate::token::extract::TokenSource;
 use crate::token::{Issuer, Issuers};
 use http::HeaderValue;
@@ -88,6 +88,29 @@ impl PolicySource {
         }
         errs.into_result(out)
     }
+}
+
+/// The content hash of a set of policy files: file names and texts, so that
+/// a rename or an edit both change it, and a ConfigMap swap to equal content
+/// does not.
+pub fn digest(sources: &[PolicySource]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for source in sources {
+        let name = source
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for part in [name.as_bytes(), source.text.as_bytes()] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Gives the key store of an issuer; stores outlive snapshots, so the
@@ -218,6 +241,11 @@ pub fn compile(
     }
     let snapshot = Snapshot {
         generation,
+        source: SourceInfo {
+            sha256: digest(sources),
+            loaded_at: std::time::SystemTime::now(),
+            files: sources.iter().map(|s| s.path.clone()).collect(),
+        },
         token_sources,
         refuse_spoofed: c.refuse_spoofed,
         trusted_proxies: c.trusted_proxies,

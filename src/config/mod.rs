@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use compile::{compile, PolicySource};
+pub use compile::{compile, digest, PolicySource};
 pub use docs::{LogFormat, ProcessDoc};
 pub use error::{ConfigError, ConfigErrors, Origin};
 pub use yaml::{EnvVars, Vars};
