@@ -12,7 +12,7 @@ use serde_saphyr::Spanned;
 
 use super::docs::{
     origin, ForwardDoc, HasuraDoc, IssuerDoc, LevelsRef, NeedDoc, PolicyDoc, RouteDoc, RuleDoc,
-    SpoofedHeaders, TenantNeedDoc, WebhookKind,
+    SecretDoc, SpoofedHeaders, TenantNeedDoc, WebhookKind,
 };
 use super::error::{ConfigErrors, Origin};
 use super::yaml::{self, Vars};
@@ -321,22 +321,13 @@ impl Compiler {
             }
         };
         let iss = doc.issuer.clone().or_else(|| doc.discovery.clone());
-        let secret = match &doc.hmac_secret {
+        let secret = match doc.hmac_secret.as_ref().map(|s| secret_ref(file, s)) {
             None => None,
-            Some(s) => {
-                match (&s.env, &s.file) {
-                    (Some(name), None) => Some(SecretRef::Env(name.clone())),
-                    (None, Some(p)) => Some(SecretRef::File(
-                        file.parent().unwrap_or(Path::new(".")).join(p),
-                    )),
-                    _ => {
-                        self.errs.push(
-                        at.clone(),
-                        format!("issuer `{name}`: hmac_secret takes exactly one of `env` and `file`"),
-                    );
-                        return;
-                    }
-                }
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                self.errs
+                    .push(at.clone(), format!("issuer `{name}`: hmac_secret {e}"));
+                return;
             }
         };
         let source = match (&secret, &doc.jwks_uri, &doc.jwks_file, &doc.discovery) {
@@ -546,19 +537,10 @@ impl Compiler {
         let admin_secret = match &doc.admin_secret {
             None => None,
             Some(s) => {
-                let value = match (&s.env, &s.file) {
-                    (Some(name), None) => std::env::var(name)
-                        .map_err(|_| format!("admin_secret: ${name} is not set"))?,
-                    (None, Some(p)) => {
-                        let p = file.parent().unwrap_or(Path::new(".")).join(p);
-                        std::fs::read_to_string(&p)
-                            .map_err(|e| format!("admin_secret: {}: {e}", p.display()))?
-                            .trim_end_matches(['\n', '\r'])
-                            .to_string()
-                    }
-                    _ => return Err("admin_secret takes exactly one of `env` and `file`".into()),
-                };
-                let value = HeaderValue::from_str(&value)
+                let value = secret_ref(file, s)
+                    .and_then(|r| r.read())
+                    .map_err(|e| format!("admin_secret {e}"))?;
+                let value = HeaderValue::from_bytes(&value)
                     .ok()
                     .filter(|_| !value.is_empty())
                     .ok_or("admin_secret is empty or not a valid header value")?;
@@ -992,6 +974,18 @@ impl Compiler {
                 None
             }
         }
+    }
+}
+
+/// Where a secret is read from: `{env: NAME}` or `{file: path}` (relative
+/// to the policy file).
+fn secret_ref(file: &Path, doc: &SecretDoc) -> Result<SecretRef, String> {
+    match (&doc.env, &doc.file) {
+        (Some(name), None) => Ok(SecretRef::Env(name.clone())),
+        (None, Some(p)) => Ok(SecretRef::File(
+            file.parent().unwrap_or(Path::new(".")).join(p),
+        )),
+        _ => Err("takes exactly one of `env` and `file`".into()),
     }
 }
 

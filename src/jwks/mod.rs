@@ -53,6 +53,26 @@ pub enum SecretRef {
     File(PathBuf),
 }
 
+impl SecretRef {
+    /// The secret's bytes; errors name the variable or file, never a value.
+    /// A trailing newline from `echo` or an editor is not part of a file's
+    /// secret. (A small file read: done in place, also from async code.)
+    pub fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            SecretRef::Env(name) => std::env::var(name)
+                .map(String::into_bytes)
+                .map_err(|_| format!("${name} is not set")),
+            SecretRef::File(path) => {
+                let mut b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                    b.pop();
+                }
+                Ok(b)
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -296,7 +316,7 @@ impl JwksStore {
 
     async fn load(&self) -> Result<Arc<KeySet>, JwksError> {
         let (bytes, max_age) = match &self.source {
-            KeySource::Secret(from) => return self.load_secret(from).await,
+            KeySource::Secret(from) => return self.load_secret(from),
             KeySource::File(path) => (
                 tokio::fs::read(path)
                     .await
@@ -331,23 +351,8 @@ impl JwksStore {
     }
 
     /// The key set of a shared secret, read where the config says.
-    async fn load_secret(&self, from: &SecretRef) -> Result<Arc<KeySet>, JwksError> {
-        let secret = match from {
-            SecretRef::Env(name) => std::env::var(name)
-                .map(String::into_bytes)
-                .map_err(|_| JwksError::Fetch(format!("${name} is not set")))?,
-            SecretRef::File(path) => {
-                let mut b = tokio::fs::read(path)
-                    .await
-                    .map_err(|e| JwksError::Fetch(format!("{}: {e}", path.display())))?;
-                // A trailing newline from `echo` or an editor is not
-                // part of the secret.
-                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
-                    b.pop();
-                }
-                b
-            }
-        };
+    fn load_secret(&self, from: &SecretRef) -> Result<Arc<KeySet>, JwksError> {
+        let secret = from.read().map_err(JwksError::Fetch)?;
         keys::secret(&secret, &self.algorithms).map(Arc::new)
     }
 
