@@ -88,31 +88,32 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// The key a token's header selects. `kid` is only ever a map key
-    /// (rule 4). Without `kid`, every key allowing `alg` is a candidate.
+    /// The keys a token's `kid` points at: the one it names (none if it
+    /// names none), or every key when there is no `kid` or the set is a
+    /// shared secret. `kid` is only ever a map key (rule 4).
+    fn candidates(&self, kid: Option<&str>) -> &[Arc<VerifyKey>] {
+        match kid.filter(|_| !self.any_kid) {
+            Some(k) => self.by_kid.get(k).map_or(&[], std::slice::from_ref),
+            None => &self.keys,
+        }
+    }
+
+    /// The keys a token's header selects that allow its `alg`.
     pub fn select<'a>(
         &'a self,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'a Arc<VerifyKey>> + 'a {
-        let by_kid = kid.filter(|_| !self.any_kid).map(|k| self.by_kid.get(k));
-        let list: Box<dyn Iterator<Item = &'a Arc<VerifyKey>> + 'a> = match by_kid {
-            Some(found) => Box::new(found.into_iter()),
-            None => Box::new(self.keys.iter()),
-        };
-        list.filter(move |k| k.algorithms.contains(&alg))
+        self.candidates(kid)
+            .iter()
+            .filter(move |k| k.algorithms.contains(&alg))
     }
 
-    /// Whether the keys a token would select exist but none allows `alg`:
-    /// the named key (or, for a shared-secret set or without `kid`, every
-    /// key) is there, and `alg` is not among its algorithms.
+    /// Whether the keys a token selects exist but none allows `alg`: an
+    /// algorithm fault, which no key refresh would change.
     pub fn refuses(&self, kid: Option<&str>, alg: Algorithm) -> bool {
-        let named = kid.filter(|_| !self.any_kid).map(|k| self.by_kid.get(k));
-        match named {
-            Some(Some(key)) => !key.algorithms.contains(&alg),
-            Some(None) => false,
-            None => !self.keys.is_empty() && self.keys.iter().all(|k| !k.algorithms.contains(&alg)),
-        }
+        let keys = self.candidates(kid);
+        !keys.is_empty() && keys.iter().all(|k| !k.algorithms.contains(&alg))
     }
 
     pub fn keys(&self) -> &[Arc<VerifyKey>] {
