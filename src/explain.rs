@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::forward::hasura;
-use crate::policy::canonical_segments;
 use crate::policy::rule::{RequestFacts, Step};
+use crate::policy::{canonical_segments, Target};
 use crate::proxy::pipeline::{authorize, hygiene, normal_host};
 use crate::proxy::Rejection;
 use crate::snapshot::Snapshot;
@@ -119,11 +119,11 @@ fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Resul
     let route = matched.route;
     x.route = Some(route.name.clone());
     x.template = Some(route.template.clone());
-    x.webhook = route.webhook;
-    x.upstream = match &route.upstream {
-        Some(u) => Some(u.name.clone()),
-        None => Some("(webhook: answers itself)".into()),
-    };
+    x.webhook = route.is_webhook();
+    x.upstream = Some(match &route.target {
+        Target::Upstream(u) => u.name.clone(),
+        Target::HasuraWebhook => "(webhook: answers itself)".into(),
+    });
     x.params = matched
         .params
         .iter()

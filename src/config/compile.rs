@@ -26,7 +26,7 @@ use crate::policy::route::{param_names, parse_template};
 use crate::policy::rule::{
     ClaimLocations, Cmp, Need, Operand, RequestValue, TenantFrom, TenantKind,
 };
-use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment};
+use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment, Target};
 use crate::snapshot::{Snapshot, SourceInfo, Upstream};
 use crate::token::extract::TokenSource;
 use crate::token::{Issuer, Issuers};
@@ -753,9 +753,12 @@ impl Compiler {
             template: doc.matcher.path,
             methods,
             host,
-            upstream: if webhook { None } else { Some(upstream?) },
+            target: if webhook {
+                Target::HasuraWebhook
+            } else {
+                Target::Upstream(upstream?)
+            },
             hasura,
-            webhook,
             public: doc.public,
             issuers: doc.issuers,
             allow,

@@ -8,5 +8,5 @@ pub mod rule;
 
 pub use claim_path::{ClaimPath, Found};
 pub use path::{canonical_segments, PathError};
-pub use route::{Matched, Route, Router, Segment};
+pub use route::{Matched, Route, Router, Segment, Target};
 pub use rule::{Op, Rule};

@@ -25,9 +25,8 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     /// Lowercase host without port or trailing dot; any when `None`.
     pub host: Option<String>,
-    /// Where requests go; `None` only for webhook routes, which answer
-    /// themselves.
-    pub upstream: Option<Arc<Upstream>>,
+    /// Where requests go.
+    pub target: Target,
     pub public: bool,
     /// Issuer names accepted; any when `None`.
     pub issuers: Option<Vec<String>>,
@@ -43,10 +42,22 @@ pub struct Route {
     pub claims_header: Option<http::HeaderName>,
     /// Hasura session variables and role selection.
     pub hasura: Option<Arc<Hasura>>,
-    /// Answers Hasura's auth webhook with the session instead of proxying.
-    pub webhook: bool,
     /// Names of `{param}` segments, in order.
     pub params: Vec<String>,
+}
+
+/// Where a route's allowed requests go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Upstream(Arc<Upstream>),
+    /// Answered here with Hasura's auth-webhook contract: nothing proxied.
+    HasuraWebhook,
+}
+
+impl Route {
+    pub fn is_webhook(&self) -> bool {
+        matches!(self.target, Target::HasuraWebhook)
+    }
 }
 
 /// One segment of a template.
@@ -259,7 +270,7 @@ mod tests {
             template: template.into(),
             methods: methods.map(|m| m.iter().map(|m| m.parse().unwrap()).collect()),
             host: host.map(str::to_string),
-            upstream: Some(Arc::new(
+            target: Target::Upstream(Arc::new(
                 Upstream::parse("u", "http://127.0.0.1:1").unwrap(),
             )),
             public: false,
@@ -270,7 +281,6 @@ mod tests {
             empty_claims: Empty::Omit,
             claims_header: None,
             hasura: None,
-            webhook: false,
             params,
         };
         (segs, Arc::new(r))

@@ -26,7 +26,7 @@ use crate::forward::template::{Empty, Rendered, MAX_VALUE_BYTES};
 use crate::forward::RenderError;
 use crate::jwks::unix_now;
 use crate::policy::rule::{Ctx, NoTrace, RequestFacts, Tracer};
-use crate::policy::{canonical_segments, Matched, Route};
+use crate::policy::{canonical_segments, Matched, Route, Target};
 use crate::snapshot::Snapshot;
 use crate::token::extract::TokenSource;
 use crate::token::{self, Issuer, TokenError};
@@ -127,7 +127,7 @@ async fn proxy<'s>(
     let route: &Arc<Route> = matched.route;
     *route_name = &route.name;
     let result = through(app, snapshot, req, peer, &matched, &host, issuer).await;
-    if route.webhook {
+    if route.is_webhook() {
         // Hasura reads any answer but 200 and 401 as an error.
         result.map_err(Rejection::for_webhook)
     } else {
@@ -178,7 +178,7 @@ async fn through(
             requested_role.as_deref(),
             &mut NoTrace,
         )?;
-        if route.webhook {
+        if route.is_webhook() {
             return Ok((webhook_answer(&rendered), "allowed"));
         }
         // The credential stays here unless the route passes it on.
@@ -208,10 +208,11 @@ async fn through(
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into()),
     };
-    *req.uri_mut() = route
-        .upstream
-        .as_ref()
-        .ok_or(Rejection::UpstreamUnavailable)?
+    let Target::Upstream(upstream) = &route.target else {
+        // A webhook answered above; it never gets here.
+        return Err(Rejection::UpstreamUnavailable);
+    };
+    *req.uri_mut() = upstream
         .uri_for(&path_and_query)
         .map_err(|_| Rejection::UpstreamUnavailable)?;
     // The client's HTTP version is not the upstream's.
