@@ -131,18 +131,21 @@ fn verify(c: &mut Criterion) {
     }
 }
 
-fn decide_and_inject(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let es = SigningKey::generate(Algorithm::ES256, "es");
-    let snap = snapshot(claimgate::demo::POLICY, &[&es], &dir);
-    let segments = vec!["orders".to_string(), "7".to_string()];
+/// Benches the `allow` rule of the route `path` takes in `snap`, over
+/// `claims`, as the proxy evaluates it.
+fn bench_rule(
+    c: &mut Criterion,
+    name: &str,
+    snap: &Snapshot,
+    path: &[&str],
+    claims: &serde_json::Value,
+) {
+    let segments: Vec<String> = path.iter().map(|s| s.to_string()).collect();
     let m = snap
         .router
         .find("api", &http::Method::GET, &segments)
         .unwrap();
-    let route = m.route.clone();
-    let claims = claims();
-    let rule = route.allow.as_ref().unwrap();
+    let rule = m.route.allow.as_ref().unwrap();
     let issuer = snap.issuers.by_name("demo").unwrap();
     let headers = http::HeaderMap::new();
     let facts = RequestFacts {
@@ -152,21 +155,17 @@ fn decide_and_inject(c: &mut Criterion) {
         headers: &headers,
     };
     let ctx = Ctx {
-        claims: &claims,
+        claims,
         at: &issuer.locations,
         request: &facts,
     };
-    assert!(rule.eval(&ctx));
-    c.bench_function("decide/orders_read_rule", |b| {
-        b.iter(|| rule.eval(black_box(&ctx)))
-    });
+    assert!(rule.eval(&ctx), "{name}: the rule must hold");
+    c.bench_function(name, |b| b.iter(|| rule.eval(black_box(&ctx))));
+}
 
-    // A realistic tenant policy: nested claims, the tenant from the path
-    // looked up in the tenant map, levels, a scope, a regex.
-    let tenant_policy = format!(
-        "{}{}",
-        routes(0),
-        r#"levels:
+/// A realistic tenant policy: nested claims, the tenant from the path
+/// looked up in the tenant map, levels, a scope, a regex.
+const TENANT_ROUTES: &str = r#"levels:
   plan: [free, silver, gold, platinum]
 routes:
   - name: tenant-reports
@@ -183,35 +182,42 @@ routes:
             - scope: order
             - claim: $.metadata.region
               matches: "eu-[a-z]+"
-"#
-    )
-    .replace("routes:\nlevels:", "levels:");
-    let snap = snapshot(&tenant_policy, &[&es], &dir);
-    let segments: Vec<String> = ["tenants", "acme", "reports", "q3"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let m = snap
+"#;
+
+fn decide_and_inject(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let es = SigningKey::generate(Algorithm::ES256, "es");
+    let claims = claims();
+    let demo = snapshot(claimgate::demo::POLICY, &[&es], &dir);
+    bench_rule(
+        c,
+        "decide/orders_read_rule",
+        &demo,
+        &["orders", "7"],
+        &claims,
+    );
+    let tenant = snapshot(&format!("{PREAMBLE}{TENANT_ROUTES}"), &[&es], &dir);
+    bench_rule(
+        c,
+        "decide/tenant_reports_rule",
+        &tenant,
+        &["tenants", "acme", "reports", "q3"],
+        &claims,
+    );
+
+    let segments = vec!["orders".to_string(), "7".to_string()];
+    let m = demo
         .router
         .find("api", &http::Method::GET, &segments)
         .unwrap();
-    let rule = m.route.allow.as_ref().unwrap();
-    let issuer = snap.issuers.by_name("demo").unwrap();
+    let route = m.route;
+    let headers = http::HeaderMap::new();
     let facts = RequestFacts {
         method: &http::Method::GET,
         host: "api",
         params: &m.params,
         headers: &headers,
     };
-    let ctx = Ctx {
-        claims: &claims,
-        at: &issuer.locations,
-        request: &facts,
-    };
-    assert!(rule.eval(&ctx));
-    c.bench_function("decide/tenant_reports_rule", |b| {
-        b.iter(|| rule.eval(black_box(&ctx)))
-    });
     assert_eq!(route.forward.len(), 5);
     c.bench_function("inject/render_5_headers", |b| {
         b.iter(|| {
@@ -222,10 +228,11 @@ routes:
     });
 }
 
+/// One issuer `demo` and one upstream `u`, for generated policies.
+const PREAMBLE: &str = "issuers:\n  demo:\n    issuer: https://idp.claimgate.demo\n    audience: [a]\n    jwks_uri: ${DEMO_JWKS_URI}\n    allow_http: true\nupstreams:\n  u: ${DEMO_UPSTREAM}\n";
+
 fn routes(n: usize) -> String {
-    let mut p = String::from(
-        "issuers:\n  demo:\n    issuer: https://idp.claimgate.demo\n    audience: [a]\n    jwks_uri: ${DEMO_JWKS_URI}\n    allow_http: true\nupstreams:\n  u: ${DEMO_UPSTREAM}\nroutes:\n",
-    );
+    let mut p = format!("{PREAMBLE}routes:\n");
     for i in 0..n {
         p.push_str(&format!(
             "  - name: r{i}\n    match: {{ path: \"/svc{i}/items/{{id}}/parts/**\" }}\n    upstream: u\n"
