@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
-# Installs what the tests and benchmarks use, if missing:
-#   prometheus  Debian package (prometheus + promtool: tests/prometheus.rs)
-#   PyJWT       from PyPI, with `cryptography` (tests/interop.rs)
-#   wrk         Debian package (benches/load.sh, only with --bench)
+# Installs what the tests and benchmarks use, if missing, and says what it
+# installs:
+#   .venv/        a virtualenv (PEP 668: never the system Python) with PyJWT
+#                 and cryptography from PyPI (tests/interop.rs)
+#   tests/idp/    npm's oidc-provider, an OpenID Certified provider, pinned by
+#                 tests/idp/package-lock.json (tests/rotation.rs)
+#   prometheus    Debian package (prometheus + promtool: tests/prometheus.rs)
+#   nodejs, npm   Debian packages, when node is missing
+#   wrk, nginx    Debian packages (benches/load.sh, only with --bench)
 # Idempotent; refreshes the package lists only when an install fails.
 set -euo pipefail
-
-if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
-  echo "installing PyJWT and cryptography (PyPI)" >&2
-  python3 -m pip install -q --disable-pip-version-check 'pyjwt[crypto]>=2.8,<3' >/dev/null
-fi
-pkgs=()
-command -v prometheus >/dev/null && command -v promtool >/dev/null || pkgs+=(prometheus)
-if [ "${1:-}" = "--bench" ]; then
-  command -v wrk >/dev/null || pkgs+=(wrk)
-fi
-[ ${#pkgs[@]} -eq 0 ] && exit 0
+cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-install() {
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-}
-echo "installing ${pkgs[*]} (Debian packages)" >&2
-install 2>/dev/null || { $sudo apt-get update -qq >/dev/null && install; }
+pkgs=()
+command -v prometheus >/dev/null && command -v promtool >/dev/null || pkgs+=(prometheus)
+command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
+python3 -m venv --help >/dev/null 2>&1 || pkgs+=(python3-venv)
+if [ "${1:-}" = "--bench" ]; then
+  command -v wrk >/dev/null || pkgs+=(wrk)
+  command -v nginx >/dev/null || pkgs+=(nginx-light)
+fi
+if [ ${#pkgs[@]} -gt 0 ]; then
+  install() {
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  }
+  echo "install-deps: Debian packages: ${pkgs[*]}" >&2
+  install 2>/dev/null || { $sudo apt-get update -qq >/dev/null && install; }
+fi
+
+if ! .venv/bin/python -c 'import jwt, cryptography' 2>/dev/null; then
+  echo "install-deps: virtualenv .venv with PyJWT and cryptography (PyPI)" >&2
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check 'pyjwt[crypto]>=2.8,<3' >/dev/null
+fi
+
+if [ ! -d tests/idp/node_modules/oidc-provider ]; then
+  echo "install-deps: oidc-provider (npm, tests/idp)" >&2
+  (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi

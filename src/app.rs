@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::jwks::Algorithm;
 use arc_swap::ArcSwap;
-use jsonwebtoken::Algorithm;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

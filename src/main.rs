@@ -154,7 +154,7 @@ fn validate(path: PathBuf) -> ExitCode {
         let fetcher = claimgate::jwks::Fetcher::default();
         let mut stores = |issuer: &str,
                           source: &claimgate::jwks::KeySource,
-                          algs: &[jsonwebtoken::Algorithm],
+                          algs: &[claimgate::jwks::Algorithm],
                           refresh: claimgate::jwks::Refresh| {
             std::sync::Arc::new(claimgate::jwks::JwksStore::new(
                 issuer.to_string(),

@@ -246,7 +246,7 @@ fn explain_prints_route_trace_decision_and_headers() {
 #[test]
 fn explain_verifies_a_token_against_the_issuers_keys() {
     use claimgate::demo::keys::{jwks, SigningKey};
-    let key = SigningKey::generate(jsonwebtoken::Algorithm::ES256, "k1");
+    let key = SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("p")).unwrap();
     std::fs::write(dir.path().join("p/jwks.json"), jwks([&key]).to_string()).unwrap();

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use claimgate::demo::keys::{jwks, SigningKey};
 use claimgate::demo::servers::{EchoServer, JwksServer};
+use claimgate::jwks::Algorithm;
 use http::StatusCode;
-use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;

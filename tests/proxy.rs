@@ -41,7 +41,8 @@ async fn missing_token_is_401_without_error_code() {
 #[tokio::test]
 async fn token_faults_are_401_invalid_token_and_reach_nothing() {
     let s = stack().await;
-    let other = claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256, "k1");
+    let other =
+        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
     let good = s.gold_token();
     let tampered = {
         let (head, sig) = good.rsplit_once('.').unwrap();
@@ -454,7 +455,7 @@ async fn h2c_and_request_bodies_pass_through() {
 async fn keys_from_a_jwks_file() {
     let dir = tempfile::tempdir().unwrap();
     let key =
-        claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::EdDSA, "file-key");
+        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::EdDSA, "file-key");
     let path = dir.path().join("keys.json");
     std::fs::write(&path, claimgate::demo::keys::jwks([&key]).to_string()).unwrap();
     let policy = common::POLICY
@@ -501,7 +502,8 @@ async fn verified_token_cache_hits_and_dies_with_its_key() {
     );
     // The IdP drops the key (rotation); after the next refresh (1s) the
     // cached token must fail too.
-    let other = claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256, "k9");
+    let other =
+        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k9");
     let before = s.idp.fetches();
     s.idp.set(&claimgate::demo::keys::jwks([&other]));
     s.wait_for_fetches(before + 1).await;
@@ -582,7 +584,7 @@ async fn the_request_deadline_bounds_every_wait() {
         .await;
     s.idp.set_delay(Duration::from_secs(3));
     let stranger =
-        claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES256, "new");
+        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "new");
     let token = stranger.sign(&common::claims(json!({})));
     let started = std::time::Instant::now();
     let r = s.get_with_token("/me", &token).await;

@@ -4,9 +4,9 @@
 mod common;
 
 use claimgate::demo::keys::SigningKey;
+use claimgate::jwks::Algorithm;
 use common::{claims, stack, Builder};
 use http::StatusCode;
-use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 #[tokio::test]
@@ -76,8 +76,12 @@ async fn rule_3_alg_none_hmac_and_key_pointing_headers_are_refused() {
         let h = b64(r#"{"alg":"HS256","kid":"k1"}"#);
         let p = b64(&payload);
         let key = jsonwebtoken::EncodingKey::from_secret(s.key.jwk().to_string().as_bytes());
-        let sig = jsonwebtoken::crypto::sign(format!("{h}.{p}").as_bytes(), &key, Algorithm::HS256)
-            .unwrap();
+        let sig = jsonwebtoken::crypto::sign(
+            format!("{h}.{p}").as_bytes(),
+            &key,
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .unwrap();
         format!("{h}.{p}.{sig}")
     };
     let r = s.get_with_token("/orders/7", &none).await;
@@ -355,7 +359,8 @@ async fn an_algorithm_the_named_key_does_not_allow_is_refused_without_a_refresh(
     let fetches = s.idp.fetches();
     // `k1` is an ES256 key; the same kid with ES384 in the header.
     let header = serde_json::json!({"alg": "ES384", "kid": "k1"}).to_string();
-    let other = claimgate::demo::keys::SigningKey::generate(jsonwebtoken::Algorithm::ES384, "k1");
+    let other =
+        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES384, "k1");
     let token = other.sign_raw(&header, &common::claims(serde_json::json!({})).to_string());
     let r = s.get_with_token("/me", &token).await;
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);

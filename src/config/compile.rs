@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::jwks::Algorithm;
 use http::Method;
-use jsonwebtoken::Algorithm;
 use serde_saphyr::Spanned;
 
 use super::docs::{
@@ -387,7 +387,7 @@ impl Compiler {
                     match a.parse::<Algorithm>() {
                         Ok(alg) if family.contains(&alg) => out.push(alg),
                         _ if secret.is_some() => self.errs.push(at.clone(), format!("issuer `{name}`: algorithm `{a}` does not go with hmac_secret (HS256, HS384, HS512 only)")),
-                        _ => self.errs.push(at.clone(), format!("issuer `{name}`: algorithm `{a}` is not supported (asymmetric only: RS*, PS*, ES256, ES384, EdDSA; HS* need hmac_secret)")),
+                        _ => self.errs.push(at.clone(), format!("issuer `{name}`: algorithm `{a}` is not supported (asymmetric only: RS*, PS*, ES256, ES384, ES512, EdDSA, Ed25519; HS* need hmac_secret)")),
                     }
                 }
                 out

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use jsonwebtoken::Algorithm;
+use crate::jwks::Algorithm;
 use serde_json::json;
 
 use crate::app::{self, App, Running};

@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_lc_rs::signature::{self, ParsedPublicKey};
+use aws_lc_rs::signature::ParsedPublicKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 use thiserror::Error;
+
+use super::Algorithm;
 
 /// Most keys accepted in one JWKS.
 pub const MAX_KEYS: usize = 100;
@@ -23,7 +24,7 @@ pub const MIN_RSA_BITS: usize = 2048;
 pub const HMAC: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
 /// Every asymmetric algorithm claimgate verifies.
-pub const ASYMMETRIC: [Algorithm; 9] = [
+pub const ASYMMETRIC: [Algorithm; 11] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -32,7 +33,9 @@ pub const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::PS512,
     Algorithm::ES256,
     Algorithm::ES384,
+    Algorithm::ES512,
     Algorithm::EdDSA,
+    Algorithm::Ed25519,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -53,17 +56,20 @@ pub struct VerifyKey {
     /// The algorithms this key may verify: its type's, narrowed by its own
     /// `alg` and by the issuer's allow-list (rule 3).
     pub algorithms: Vec<Algorithm>,
-    /// For HMAC keys (and as the reference implementation in tests).
-    pub key: DecodingKey,
-    /// Public keys parsed once, per algorithm: `jsonwebtoken`'s verify
-    /// parses the key on every call, which costs an RSA or EC verification
-    /// a good part of its time.
-    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+    /// How signatures are checked: public keys parsed once per algorithm
+    /// (parsing on every call costs an RSA or EC verification a good part
+    /// of its time), or a shared secret.
+    check: Check,
     /// The key material, to tell a rotated key from the same key.
     pub material: String,
     /// A hash of `material`: how a cached token names the key that
     /// verified it.
     pub fingerprint: u64,
+}
+
+enum Check {
+    Public(Vec<(Algorithm, ParsedPublicKey)>),
+    Secret(Vec<u8>),
 }
 
 /// The keys of one issuer at one moment. Immutable; a refresh builds a new one.
@@ -181,15 +187,12 @@ pub fn parse(bytes: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
 /// The key set of a shared secret: one key for the HMAC algorithms of
 /// `allowed` its length permits (RFC 7518 §3.2: at least the hash size).
 pub fn secret(secret: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError> {
-    let algorithms: Vec<Algorithm> = [
-        (Algorithm::HS256, 32),
-        (Algorithm::HS384, 48),
-        (Algorithm::HS512, 64),
-    ]
-    .iter()
-    .filter(|(alg, min)| allowed.contains(alg) && secret.len() >= *min)
-    .map(|(alg, _)| *alg)
-    .collect();
+    let algorithms: Vec<Algorithm> = HMAC
+        .into_iter()
+        .filter(|alg| {
+            allowed.contains(alg) && alg.hmac().is_some_and(|(_, min)| secret.len() >= min)
+        })
+        .collect();
     if algorithms.is_empty() {
         return Err(JwksError::Fetch(format!(
             "the secret has {} bytes: HS256 needs 32, HS384 48, HS512 64",
@@ -206,8 +209,7 @@ pub fn secret(secret: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError>
     let key = VerifyKey {
         kid: None,
         algorithms,
-        key: DecodingKey::from_secret(secret),
-        parsed: Vec::new(),
+        check: Check::Secret(secret.to_vec()),
         material,
         fingerprint,
     };
@@ -223,38 +225,32 @@ pub fn secret(secret: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError>
 impl VerifyKey {
     /// The pre-parsed public key for `alg` (benchmarks compare with it).
     pub fn parsed(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
-        self.parsed.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
+        match &self.check {
+            Check::Public(keys) => keys.iter().find(|(a, _)| *a == alg).map(|(_, k)| k),
+            Check::Secret(_) => None,
+        }
     }
 
     /// Whether `signature` (base64url, as in the token) signs `message`
-    /// under `alg`. The caller has checked that this key allows `alg`.
+    /// under `alg`. False for an algorithm this key does not allow.
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
-        match self.parsed.iter().find(|(a, _)| *a == alg) {
-            Some((_, key)) => URL_SAFE_NO_PAD
-                .decode(signature)
-                .is_ok_and(|sig| key.verify_sig(message, &sig).is_ok()),
-            None => {
-                jsonwebtoken::crypto::verify(signature, message, &self.key, alg).unwrap_or(false)
-            }
+        let Ok(sig) = URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        match &self.check {
+            Check::Public(_) => self
+                .parsed(alg)
+                .is_some_and(|key| key.verify_sig(message, &sig).is_ok()),
+            // Constant-time comparison inside `hmac::verify`.
+            Check::Secret(secret) => match alg.hmac() {
+                Some((h, _)) if self.algorithms.contains(&alg) => {
+                    aws_lc_rs::hmac::verify(&aws_lc_rs::hmac::Key::new(h, secret), message, &sig)
+                        .is_ok()
+                }
+                _ => false,
+            },
         }
     }
-}
-
-/// The aws-lc-rs verification algorithm of a JWS asymmetric `alg`.
-fn verification(alg: Algorithm) -> Option<&'static dyn signature::VerificationAlgorithm> {
-    Some(match alg {
-        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-        // JWS ECDSA signatures are r || s, fixed width (RFC 7518 §3.4).
-        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-        Algorithm::EdDSA => &signature::ED25519,
-        _ => return None,
-    })
 }
 
 /// DER `RSAPublicKey` (RFC 8017 §A.1.1) of a modulus and exponent.
@@ -306,44 +302,43 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
             .decode(v)
             .map_err(|_| format!("`{what}` is not base64url"))
     };
-    // The key as a JWK gives it, and as aws-lc-rs parses it.
-    let (family, key, material, public): (Vec<Algorithm>, DecodingKey, String, Vec<u8>) = match kty
-    {
+    // The key's algorithms, its identity, and its public bytes as aws-lc-rs
+    // parses them.
+    let (family, material, public): (Vec<Algorithm>, String, Vec<u8>) = match kty {
         "RSA" => {
             let (n, e) = (s("n").ok_or("no `n`")?, s("e").ok_or("no `e`")?);
             let bits = rsa_bits(n).ok_or("`n` is not base64url")?;
             if bits < MIN_RSA_BITS {
                 return Err(format!("RSA key of {bits} bits, under {MIN_RSA_BITS}"));
             }
-            let key = DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?;
             let der = rsa_public_key_der(&b64(n, "n")?, &b64(e, "e")?);
-            (ASYMMETRIC[..6].to_vec(), key, format!("RSA:{n}:{e}"), der)
+            (ASYMMETRIC[..6].to_vec(), format!("RSA:{n}:{e}"), der)
         }
         "EC" => {
             let (x, y) = (s("x").ok_or("no `x`")?, s("y").ok_or("no `y`")?);
             let (alg, width) = match s("crv") {
                 Some("P-256") => (Algorithm::ES256, 32),
                 Some("P-384") => (Algorithm::ES384, 48),
+                Some("P-521") => (Algorithm::ES512, 66),
                 other => return Err(format!("unsupported EC curve {other:?}")),
             };
-            let key = DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?;
             let (xb, yb) = (b64(x, "x")?, b64(y, "y")?);
             if xb.len() != width || yb.len() != width {
                 return Err(format!("EC coordinates are not {width} bytes"));
             }
             // SEC 1 uncompressed point.
             let point = [&[0x04][..], &xb, &yb].concat();
-            (vec![alg], key, format!("EC:{x}:{y}"), point)
+            (vec![alg], format!("EC:{x}:{y}"), point)
         }
         "OKP" => {
             if s("crv") != Some("Ed25519") {
                 return Err("unsupported OKP curve".into());
             }
             let x = s("x").ok_or("no `x`")?;
-            let key = DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?;
+            // RFC 9864 §2.2: `Ed25519` names this key's algorithm fully;
+            // `EdDSA` is the older polymorphic name for the same signature.
             (
-                vec![Algorithm::EdDSA],
-                key,
+                vec![Algorithm::EdDSA, Algorithm::Ed25519],
                 format!("OKP:{x}"),
                 b64(x, "x")?,
             )
@@ -374,7 +369,7 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
     };
     let mut parsed = Vec::with_capacity(algorithms.len());
     for alg in &algorithms {
-        let v = verification(*alg).ok_or("not an asymmetric algorithm")?;
+        let v = alg.verification().ok_or("not an asymmetric algorithm")?;
         let p = ParsedPublicKey::new(v, &public)
             .map_err(|e| format!("not a valid {kty} public key: {e}"))?;
         parsed.push((*alg, p));
@@ -383,8 +378,7 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
     Ok(VerifyKey {
         kid,
         algorithms,
-        key,
-        parsed,
+        check: Check::Public(parsed),
         material,
         fingerprint,
     })
@@ -475,8 +469,8 @@ mod tests {
     }
 
     /// The pre-parsed aws-lc-rs keys agree with `jsonwebtoken`'s verify on
-    /// good, tampered and cross-algorithm signatures, for all nine
-    /// algorithms (differential test of the DER and point encodings).
+    /// good, tampered and cross-algorithm signatures, for every algorithm
+    /// it knows (differential test of the DER and point encodings).
     #[test]
     fn parsed_keys_agree_with_jsonwebtoken() {
         use crate::demo::keys::SigningKey;
@@ -488,7 +482,14 @@ mod tests {
             )
             .unwrap();
             let key = &set.keys()[0];
-            assert!(!key.parsed.is_empty(), "{alg:?} has no parsed key");
+            assert!(key.parsed(alg).is_some(), "{alg:?} has no parsed key");
+            // jsonwebtoken knows neither ES512 nor `Ed25519`: those are
+            // checked against PyJWT in tests/interop.rs.
+            let reference = alg.name().parse::<jsonwebtoken::Algorithm>().ok().map(|a| {
+                let jwk: jsonwebtoken::jwk::Jwk =
+                    serde_json::from_value(signer.jwk().clone()).unwrap();
+                (a, jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap())
+            });
             let token = signer.sign(&json!({"sub": "x"}));
             let (message, sig) = token.rsplit_once('.').unwrap();
             let mut tampered: Vec<u8> = sig.bytes().collect();
@@ -500,9 +501,11 @@ mod tests {
                 ("", false),
                 ("!!", false),
             ] {
-                let reference = jsonwebtoken::crypto::verify(s, message.as_bytes(), &key.key, alg)
-                    .unwrap_or(false);
-                assert_eq!(reference, want, "{alg:?} reference");
+                if let Some((a, k)) = &reference {
+                    let theirs =
+                        jsonwebtoken::crypto::verify(s, message.as_bytes(), k, *a).unwrap_or(false);
+                    assert_eq!(theirs, want, "{alg:?} reference");
+                }
                 assert_eq!(key.verify(alg, message.as_bytes(), s), want, "{alg:?}");
             }
             // The same signature under another algorithm of the key's family.

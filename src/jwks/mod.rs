@@ -2,6 +2,7 @@
 //! their own `ArcSwap`, refreshed in the background. A failed refresh keeps
 //! the last good keys (SECURITY.md rule 12).
 
+pub mod alg;
 pub mod fetch;
 pub mod keys;
 
@@ -12,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use jsonwebtoken::Algorithm;
 use tokio::sync::Notify;
 
+pub use alg::Algorithm;
 pub use fetch::Fetcher;
 pub use keys::{JwksError, KeySet, VerifyKey};
 

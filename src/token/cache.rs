@@ -113,10 +113,10 @@ impl TokenCache {
 mod tests {
     use super::*;
     use crate::demo::keys::{jwks, SigningKey};
+    use crate::jwks::Algorithm;
     use crate::jwks::{Fetcher, JwksStore, KeySource, Refresh};
     use crate::metrics::Metrics;
     use crate::token::{verify, Issuer};
-    use jsonwebtoken::Algorithm;
     use serde_json::json;
     use std::sync::Arc;
     use std::time::Duration;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jsonwebtoken::Algorithm;
+use crate::jwks::Algorithm;
 
 use super::extract::TokenSource;
 use super::Profile;

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
+use crate::jwks::Algorithm;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use super::error::TokenError;

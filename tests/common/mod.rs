@@ -13,11 +13,11 @@ use claimgate::app::{self, App, Running};
 use claimgate::config::{Limits, LogFormat, PolicySource, ProcessConfig, ReloadSettings};
 use claimgate::demo::keys::{jwks, SigningKey};
 use claimgate::demo::servers::{EchoServer, JwksServer};
+use claimgate::jwks::Algorithm;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 
 pub const ISS: &str = "https://issuer.test";
