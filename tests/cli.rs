@@ -1,6 +1,8 @@
 //! The `claimgate` binary: `validate` runs the compile code and reports
 //! every error with its file and line.
 
+mod common;
+
 use std::process::Command;
 
 fn claimgate(args: &[&str]) -> (i32, String, String) {
@@ -281,4 +283,30 @@ fn explain_verifies_a_token_against_the_issuers_keys() {
     let (_, out, _) = run(&sign(now - 600));
     assert!(out.contains("refused: token expired"), "{out}");
     assert!(out.contains("unauthenticated: 401 expired"), "{out}");
+}
+
+/// `claimgate keys` shows a running instance's keys and reloads them. (The
+/// CLI blocks this thread: the instance needs a runtime thread of its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_shows_and_reloads_a_running_instance() {
+    let s = common::stack().await;
+    let admin = s.running().admin_addr.to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claimgate"))
+        .args(["keys", "--admin", &admin])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("test  source: http://"), "{text}");
+    assert!(text.contains("kid k1  EC  ES256"), "{text}");
+
+    let k2 = claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
+    s.idp.set(&claimgate::demo::keys::jwks([&k2]));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claimgate"))
+        .args(["keys", "--admin", &admin, "--reload", "--issuer", "test"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.trim(), "test: 1 keys; added: [k2]; removed: [k1]");
 }

@@ -222,3 +222,109 @@ async fn a_discovered_jwks_uri_of_another_scheme_is_refused() {
     wait_for_failures(&s, 1).await;
     assert_eq!(s.idp.fetches(), 0);
 }
+
+/// Conditional refreshes (RFC 9110 §13.1): the IdP's `ETag` goes back as
+/// `If-None-Match`, a 304 keeps the keys (no churn: cached tokens stay hits)
+/// and counts as a success with `result="not_modified"`.
+#[tokio::test]
+async fn a_304_keeps_the_keys_and_is_counted() {
+    let s = Builder::new().start_with(|idp| idp.set_etags(true)).await;
+    let token = s.token(json!({}));
+    assert_eq!(s.get_with_token("/me", &token).await.status, StatusCode::OK);
+    let hits = |s: &Stack| {
+        s.running()
+            .app
+            .metrics
+            .token_cache_lookups
+            .with_label_values(&["hit"])
+            .get()
+    };
+    let before = hits(&s);
+    // refresh_interval is 1 s (±10 %): wait for two conditional refreshes.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.idp.not_modified() < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("conditional refreshes");
+    let metrics = &s.running().app.metrics;
+    assert!(
+        metrics
+            .jwks_fetches
+            .with_label_values(&["test", "not_modified"])
+            .get()
+            >= 2
+    );
+    assert_eq!(failures(&s), 0);
+    // The cached token is still a hit: the key set was not replaced.
+    assert_eq!(s.get_with_token("/me", &token).await.status, StatusCode::OK);
+    assert_eq!(hits(&s), before + 1);
+    // The staleness clock was reset by the 304s.
+    let keys = s.admin("GET", "/admin/keys").await.json();
+    assert!(keys["issuers"][0]["age_seconds"].as_u64().unwrap() <= 2);
+    // A changed document is fetched whole again.
+    let rotated =
+        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
+    s.idp.set(&claimgate::demo::keys::jwks([&s.key, &rotated]));
+    let fetched = metrics
+        .jwks_fetches
+        .with_label_values(&["test", "success"])
+        .get();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while metrics
+            .jwks_fetches
+            .with_label_values(&["test", "success"])
+            .get()
+            == fetched
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a full fetch after the change");
+    let resp = s
+        .get_with_token("/me", &rotated.sign(&common::claims(json!({}))))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+}
+
+/// After a hard rotation (a compromised key removed at the IdP) the operator
+/// makes claimgate drop the old key now: its tokens, cached ones included,
+/// are refused as soon as the call returns, with nothing upstream.
+#[tokio::test]
+async fn an_operator_reload_drops_a_removed_key_at_once() {
+    let s = Builder::new()
+        .policy(&policy("    refresh_interval: 1h\n"))
+        .start()
+        .await;
+    let old = s.token(json!({}));
+    assert_eq!(s.get_with_token("/me", &old).await.status, StatusCode::OK);
+    let new_key =
+        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
+    s.idp.set(&claimgate::demo::keys::jwks([&new_key]));
+    // Without the call, the cached token would pass until the next refresh.
+    assert_eq!(s.get_with_token("/me", &old).await.status, StatusCode::OK);
+
+    let resp = s.admin("POST", "/admin/keys/reload?issuer=test").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+    let change = &resp.json()["issuers"][0];
+    assert_eq!(change["issuer"], "test");
+    assert_eq!(change["added"], json!(["k2"]));
+    assert_eq!(change["removed"], json!(["k1"]));
+    assert_eq!(change["keys"], 1);
+
+    let before = s.upstream.count();
+    let resp = s.get_with_token("/me", &old).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.reason(), "unknown_key");
+    assert_eq!(s.upstream.count(), before);
+    let fresh = new_key.sign(&common::claims(json!({})));
+    assert_eq!(s.get_with_token("/me", &fresh).await.status, StatusCode::OK);
+
+    // An unknown issuer name is a 404 and loads nothing.
+    let fetches = s.idp.fetches();
+    let resp = s.admin("POST", "/admin/keys/reload?issuer=nope").await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+    assert_eq!(s.idp.fetches(), fetches);
+}

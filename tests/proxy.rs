@@ -307,6 +307,8 @@ async fn not_ready_until_keys_load_and_503_meanwhile() {
         .idp_down(StatusCode::INTERNAL_SERVER_ERROR)
         .start()
         .await;
+    // The first load has been tried and failed (not merely not yet run).
+    s.wait_for_fetches(1).await;
     assert_eq!(
         s.admin("GET", "/readyz").await.status,
         StatusCode::SERVICE_UNAVAILABLE

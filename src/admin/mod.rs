@@ -1,6 +1,6 @@
 //! The admin plane, on its own listener: `/metrics`, `/livez`, `/readyz`,
-//! and, for loopback clients only, `GET /admin/config` and
-//! `POST /admin/reload`.
+//! and, for loopback clients only, `GET /admin/config`, `POST
+//! /admin/reload`, `GET /admin/keys` and `POST /admin/keys/reload`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -82,6 +82,41 @@ fn config_report(app: &App) -> serde_json::Value {
     })
 }
 
+/// Each issuer's keys as the operator sees them, sorted by issuer.
+fn keys_report(app: &App) -> serde_json::Value {
+    let snapshot = app.snapshot();
+    let mut stores: Vec<_> = snapshot.issuers.iter().map(|i| i.keys.info()).collect();
+    stores.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+    serde_json::json!({ "issuers": stores })
+}
+
+/// Loads the keys of the issuer named in `?issuer=NAME`, or of every
+/// issuer, now: bypassing the kid-miss cooldown, unconditionally. `None`
+/// when no issuer has that name.
+async fn reload_keys(app: &App, query: Option<&str>) -> Option<serde_json::Value> {
+    let wanted = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("issuer="))
+            .map(str::to_string)
+    });
+    let snapshot = app.snapshot();
+    let mut stores: Vec<_> = snapshot
+        .issuers
+        .iter()
+        .filter(|i| wanted.as_ref().is_none_or(|w| *w == i.name))
+        .map(|i| i.keys.clone())
+        .collect();
+    if stores.is_empty() && wanted.is_some() {
+        return None;
+    }
+    stores.sort_by(|a, b| a.issuer().cmp(b.issuer()));
+    let mut changes = Vec::with_capacity(stores.len());
+    for store in stores {
+        changes.push(store.reload_now().await);
+    }
+    Some(serde_json::json!({ "issuers": changes }))
+}
+
 async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String| {
         Response::builder()
@@ -90,7 +125,21 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response
             .body(Full::new(Bytes::from(body)))
             .unwrap_or_default()
     };
-    match (req.method(), req.uri().path()) {
+    let json = |status: StatusCode, body: serde_json::Value| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap_or_default()
+    };
+    let path = req.uri().path();
+    if path.starts_with("/admin/") && !peer.ip().is_loopback() {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the admin API answers loopback only\n".into(),
+        );
+    }
+    match (req.method(), path) {
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(Full::new(Bytes::from(app.metrics.render())))
@@ -103,30 +152,19 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
             }
         }
-        (&Method::GET, "/admin/config") => {
-            if !peer.ip().is_loopback() {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "config is shown to loopback only\n".into(),
-                );
-            }
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(config_report(app).to_string())))
-                .unwrap_or_default()
-        }
-        (&Method::POST, "/admin/reload") => {
-            if !peer.ip().is_loopback() {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "reload is allowed from loopback only\n".into(),
-                );
-            }
-            match app.reload().await {
-                Ok(g) => text(StatusCode::OK, format!("reloaded: generation {g}\n")),
-                Err(errs) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errs}\n")),
-            }
-        }
+        (&Method::GET, "/admin/config") => json(StatusCode::OK, config_report(app)),
+        (&Method::GET, "/admin/keys") => json(StatusCode::OK, keys_report(app)),
+        (&Method::POST, "/admin/keys/reload") => match reload_keys(app, req.uri().query()).await {
+            Some(changes) => json(StatusCode::OK, changes),
+            None => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no issuer of that name"}),
+            ),
+        },
+        (&Method::POST, "/admin/reload") => match app.reload().await {
+            Ok(g) => text(StatusCode::OK, format!("reloaded: generation {g}\n")),
+            Err(errs) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{errs}\n")),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

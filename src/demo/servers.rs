@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -159,6 +161,8 @@ struct Served {
     body: Bytes,
     cache_control: Option<String>,
     delay: std::time::Duration,
+    /// Send an `ETag` and answer a matching `If-None-Match` with 304.
+    etags: bool,
 }
 
 /// A JWKS endpoint at `/jwks.json` whose document, status, `Cache-Control`
@@ -169,6 +173,7 @@ pub struct JwksServer {
     /// The OIDC discovery document, when set.
     discovery: Arc<Mutex<Option<Value>>>,
     fetches: Arc<AtomicUsize>,
+    not_modified: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -179,12 +184,19 @@ impl JwksServer {
             body: Bytes::from(jwks.to_string()),
             cache_control: None,
             delay: std::time::Duration::ZERO,
+            etags: false,
         }));
         let fetches = Arc::new(AtomicUsize::new(0));
+        let not_modified = Arc::new(AtomicUsize::new(0));
         let discovery: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
-        let (d, f, disc) = (doc.clone(), fetches.clone(), discovery.clone());
+        let (d, f, nm, disc) = (
+            doc.clone(),
+            fetches.clone(),
+            not_modified.clone(),
+            discovery.clone(),
+        );
         let (addr, task) = serve(addr, move |req: Request<Incoming>| {
-            let (d, f, disc) = (d.clone(), f.clone(), disc.clone());
+            let (d, f, nm, disc) = (d.clone(), f.clone(), nm.clone(), disc.clone());
             async move {
                 if req.uri().path() == "/.well-known/openid-configuration" {
                     let doc = disc.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -210,6 +222,21 @@ impl JwksServer {
                 if let Some(cc) = &served.cache_control {
                     resp = resp.header("cache-control", cc.as_str());
                 }
+                if served.etags {
+                    let digest =
+                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &served.body);
+                    let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]));
+                    let asked = req.headers().get("if-none-match");
+                    if asked.is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+                        nm.fetch_add(1, Ordering::SeqCst);
+                        return resp
+                            .status(StatusCode::NOT_MODIFIED)
+                            .header("etag", etag)
+                            .body(Full::default())
+                            .unwrap_or_default();
+                    }
+                    resp = resp.header("etag", etag);
+                }
                 resp.body(Full::new(served.body)).unwrap_or_default()
             }
         })
@@ -219,6 +246,7 @@ impl JwksServer {
             doc,
             discovery,
             fetches,
+            not_modified,
             task,
         })
     }
@@ -264,8 +292,20 @@ impl JwksServer {
         self.served().delay = delay;
     }
 
+    /// Sends an `ETag` (a digest of the body) from now on, and answers a
+    /// request whose `If-None-Match` matches it with `304 Not Modified`.
+    pub fn set_etags(&self, on: bool) {
+        self.served().etags = on;
+    }
+
+    /// Every GET of the JWKS, 304s included.
     pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// The GETs answered `304 Not Modified`.
+    pub fn not_modified(&self) -> usize {
+        self.not_modified.load(Ordering::SeqCst)
     }
 }
 

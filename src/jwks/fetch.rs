@@ -94,6 +94,22 @@ impl Fetcher {
     /// GETs `url` and returns its body and `Cache-Control` lifetime.
     /// `allow_http` permits plain http.
     pub async fn get(&self, url: &str, allow_http: bool) -> Result<Fetched, JwksError> {
+        match self.get_if(url, allow_http, None).await? {
+            Fetch::Body(f) => Ok(f),
+            // Only an answer to a conditional request.
+            Fetch::NotModified { .. } => Err(JwksError::Fetch("unexpected 304".into())),
+        }
+    }
+
+    /// GETs `url`, conditionally when `since` holds the validators of an
+    /// earlier answer from the same URL (RFC 9110 §13.1): a `304 Not
+    /// Modified` then means the document is unchanged.
+    pub async fn get_if(
+        &self,
+        url: &str,
+        allow_http: bool,
+        since: Option<&Validators>,
+    ) -> Result<Fetch, JwksError> {
         if let Some(why) = &self.broken {
             return Err(JwksError::Fetch(why.clone()));
         }
@@ -105,8 +121,17 @@ impl Fetcher {
             Some("http") if allow_http => {}
             _ => return Err(JwksError::Fetch("only https is allowed".into())),
         }
-        let req = Request::get(uri)
-            .header(header::ACCEPT, "application/jwk-set+json, application/json")
+        let mut req =
+            Request::get(uri).header(header::ACCEPT, "application/jwk-set+json, application/json");
+        if let Some(v) = since.filter(|v| v.url == url) {
+            if let Some(etag) = &v.etag {
+                req = req.header(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(date) = &v.last_modified {
+                req = req.header(header::IF_MODIFIED_SINCE, date.clone());
+            }
+        }
+        let req = req
             .body(Empty::new())
             .map_err(|e| JwksError::Fetch(e.to_string()))?;
         let fetch = async {
@@ -116,6 +141,11 @@ impl Fetcher {
                 .await
                 .map_err(|e| JwksError::Fetch(format!("request failed: {e}")))?;
             let status = resp.status();
+            if status == StatusCode::NOT_MODIFIED && since.is_some() {
+                return Ok(Fetch::NotModified {
+                    max_age: max_age(resp.headers()),
+                });
+            }
             if status.is_redirection() {
                 return Err(JwksError::Fetch(format!("redirect ({status}) refused")));
             }
@@ -137,12 +167,22 @@ impl Fetcher {
                 return Err(JwksError::Fetch(format!("content type {ct:?} is not JSON")));
             }
             let max_age = max_age(resp.headers());
+            let validator = |name| resp.headers().get(name).cloned();
+            let validators = Validators {
+                url: url.to_string(),
+                etag: validator(header::ETAG),
+                last_modified: validator(header::LAST_MODIFIED),
+            };
             let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .map_err(|e| JwksError::Fetch(format!("body: {e}")))?;
-            Ok(Fetched { body, max_age })
+            Ok(Fetch::Body(Fetched {
+                body,
+                max_age,
+                validators,
+            }))
         };
         tokio::time::timeout(self.total_timeout, fetch)
             .await
@@ -171,6 +211,16 @@ pub fn ca_certificates(
     Ok(certs)
 }
 
+/// What a (conditional) GET brought.
+#[derive(Debug)]
+pub enum Fetch {
+    Body(Fetched),
+    /// `304 Not Modified`: the document named by the validators still holds.
+    NotModified {
+        max_age: Option<Duration>,
+    },
+}
+
 /// A fetched document.
 #[derive(Debug)]
 pub struct Fetched {
@@ -178,6 +228,23 @@ pub struct Fetched {
     /// What `Cache-Control` allows: `max-age`, or zero for `no-cache` /
     /// `no-store`; `None` without the header.
     pub max_age: Option<Duration>,
+    /// How to ask for it again only if it changed.
+    pub validators: Validators,
+}
+
+/// An answer's `ETag` and `Last-Modified`, and the URL they belong to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub url: String,
+    pub etag: Option<http::HeaderValue>,
+    pub last_modified: Option<http::HeaderValue>,
+}
+
+impl Validators {
+    /// Whether a conditional request can be made at all.
+    pub fn any(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
 }
 
 /// The lifetime `Cache-Control` gives a response (RFC 9111 §5.2.2).

@@ -53,6 +53,8 @@ pub enum JwksError {
 /// One key that may verify tokens, with the algorithms it may verify.
 pub struct VerifyKey {
     pub kid: Option<String>,
+    /// The JWK `kty` (`oct` for a configured secret).
+    pub kty: &'static str,
     /// The algorithms this key may verify: its type's, narrowed by its own
     /// `alg` and by the issuer's allow-list (rule 3).
     pub algorithms: Vec<Algorithm>,
@@ -124,6 +126,14 @@ impl KeySet {
 
     pub fn keys(&self) -> &[Arc<VerifyKey>] {
         &self.keys
+    }
+
+    /// Whether a token naming `kid` (`""` for none) has a key to try here.
+    pub fn knows_kid(&self, kid: &str) -> bool {
+        if self.any_kid || kid.is_empty() {
+            return !self.keys.is_empty();
+        }
+        self.by_kid.contains_key(kid)
     }
 
     /// Whether the key with this fingerprint is still in the set.
@@ -208,6 +218,7 @@ pub fn secret(secret: &[u8], allowed: &[Algorithm]) -> Result<KeySet, JwksError>
     let fingerprint = fingerprint(&material);
     let key = VerifyKey {
         kid: None,
+        kty: "oct",
         algorithms,
         check: Check::Secret(secret.to_vec()),
         material,
@@ -304,7 +315,8 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
     };
     // The key's algorithms, its identity, and its public bytes as aws-lc-rs
     // parses them.
-    let (family, material, public): (Vec<Algorithm>, String, Vec<u8>) = match kty {
+    let (kty, family, material, public): (&'static str, Vec<Algorithm>, String, Vec<u8>) = match kty
+    {
         "RSA" => {
             let (n, e) = (s("n").ok_or("no `n`")?, s("e").ok_or("no `e`")?);
             let bits = rsa_bits(n).ok_or("`n` is not base64url")?;
@@ -312,7 +324,7 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
                 return Err(format!("RSA key of {bits} bits, under {MIN_RSA_BITS}"));
             }
             let der = rsa_public_key_der(&b64(n, "n")?, &b64(e, "e")?);
-            (ASYMMETRIC[..6].to_vec(), format!("RSA:{n}:{e}"), der)
+            ("RSA", ASYMMETRIC[..6].to_vec(), format!("RSA:{n}:{e}"), der)
         }
         "EC" => {
             let (x, y) = (s("x").ok_or("no `x`")?, s("y").ok_or("no `y`")?);
@@ -328,7 +340,7 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
             }
             // SEC 1 uncompressed point.
             let point = [&[0x04][..], &xb, &yb].concat();
-            (vec![alg], format!("EC:{x}:{y}"), point)
+            ("EC", vec![alg], format!("EC:{x}:{y}"), point)
         }
         "OKP" => {
             if s("crv") != Some("Ed25519") {
@@ -338,6 +350,7 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
             // RFC 9864 §2.2: `Ed25519` names this key's algorithm fully;
             // `EdDSA` is the older polymorphic name for the same signature.
             (
+                "OKP",
                 vec![Algorithm::EdDSA, Algorithm::Ed25519],
                 format!("OKP:{x}"),
                 b64(x, "x")?,
@@ -377,6 +390,7 @@ fn key(jwk: &Value, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
     let fingerprint = fingerprint(&material);
     Ok(VerifyKey {
         kid,
+        kty,
         algorithms,
         check: Check::Public(parsed),
         material,

@@ -3,6 +3,8 @@
 //! 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,6 +92,7 @@ pub struct Builder {
     tls: Option<claimgate::config::TlsFiles>,
     reload: ReloadSettings,
     configmap: bool,
+    vars: Vec<(String, String)>,
 }
 
 /// A started stack with the default policy, keys loaded.
@@ -114,7 +117,15 @@ impl Builder {
                 poll_interval: Duration::ZERO,
             },
             configmap: false,
+            vars: Vec::new(),
         }
+    }
+
+    /// Sets `${name}` in the policy, beside `UPSTREAM`, `JWKS_URI` and
+    /// `IDP_ORIGIN`.
+    pub fn var(mut self, name: &str, value: &str) -> Self {
+        self.vars.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Automatic reloads as `settings` say.
@@ -188,12 +199,13 @@ impl Builder {
         } else {
             std::fs::write(dir.path().join("policy.yaml"), &self.policy).unwrap();
         }
-        let vars: HashMap<String, String> = [
+        let mut vars: HashMap<String, String> = [
             ("UPSTREAM".to_string(), upstream.url()),
             ("JWKS_URI".to_string(), idp.url()),
             ("IDP_ORIGIN".to_string(), idp.origin()),
         ]
         .into();
+        vars.extend(self.vars.iter().cloned());
         let sources = PolicySource::read_dir(dir.path()).unwrap();
         let app = App::new(
             self.limits.clone(),
