@@ -372,3 +372,136 @@ async fn an_algorithm_the_named_key_does_not_allow_is_refused_without_a_refresh(
         "no refresh for an algorithm fault"
     );
 }
+
+/// Rule 5: `sub` must be a string with a non-blank character and at most
+/// `max_sub_length` bytes (1,024 by default); anything else is 401
+/// `invalid_claim` with nothing upstream, on a signature that verifies.
+#[tokio::test]
+async fn rule_5_an_empty_blank_long_or_non_string_sub_is_refused() {
+    let s = stack().await;
+    let cases = [
+        json!(""),
+        json!(" "),
+        json!("\t \n"),
+        json!("x".repeat(1025)),
+        json!(42),
+        json!(null),
+        json!(["admin"]),
+        json!({"id": "x"}),
+    ];
+    for sub in cases {
+        let token = s.token(json!({"sub": sub.clone(), "user_role": "admin"}));
+        let r = s.get_with_token("/orders/7", &token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "sub {sub}");
+        assert_eq!(r.reason(), "invalid_claim", "sub {sub}");
+    }
+    assert_eq!(s.upstream.count(), 0);
+    // At the bound, and with inner white space, it passes.
+    for sub in ["x".repeat(1024), " a b ".to_string()] {
+        let token = s.token(json!({"sub": sub, "user_role": "admin"}));
+        assert_eq!(
+            s.get_with_token("/orders/7", &token).await.status,
+            StatusCode::OK
+        );
+    }
+    // The bound is the issuer's to set.
+    let s = Builder::new()
+        .policy(&common::POLICY.replace(
+            "    refresh_interval: 1s\n",
+            "    refresh_interval: 1s\n    max_sub_length: 8\n",
+        ))
+        .start()
+        .await;
+    let r = s
+        .get_with_token("/me", &s.token(json!({"sub": "123456789"})))
+        .await;
+    assert_eq!(r.reason(), "invalid_claim");
+    assert_eq!(s.upstream.count(), 0);
+}
+
+/// Rule 5: a header the route marks `required` that renders empty (missing,
+/// empty or blank) refuses the request: 403 `required_header_empty`, never
+/// forwarded without the identity.
+#[tokio::test]
+async fn rule_5_a_required_header_rendering_empty_refuses_the_request() {
+    let policy = common::POLICY.replace(
+        "    forward:\n      X-Display: \"{{ $.display }}\"\n",
+        "    forward:\n      X-Display: \"{{ $.display }}\"\n      X-Tenant:\n        value: \"{{ $.tenant }}\"\n        required: true\n",
+    );
+    assert_ne!(policy, common::POLICY);
+    let s = Builder::new().policy(&policy).start().await;
+    for tenant in [None, Some(json!("")), Some(json!("  ")), Some(json!([]))] {
+        let extra = match &tenant {
+            Some(t) => json!({ "tenant": t }),
+            None => json!({}),
+        };
+        let r = s.get_with_token("/me", &s.token(extra)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "tenant {tenant:?}");
+        assert_eq!(r.reason(), "required_header_empty", "tenant {tenant:?}");
+        assert_eq!(
+            r.www_authenticate(),
+            Some(r#"Bearer realm="claimgate", error="insufficient_scope""#)
+        );
+    }
+    assert_eq!(s.upstream.count(), 0);
+    let r = s
+        .get_with_token("/me", &s.token(json!({"tenant": "t1"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(common::last_header(&s, "x-tenant").as_deref(), Some("t1"));
+}
+
+/// Rule 15 (extended): rewrite-class headers a client sends are removed on
+/// every route, public ones included, in any spelling; a trusted proxy's
+/// reach the upstream only on a route that opts in.
+#[tokio::test]
+async fn rule_15_rewrite_class_headers_never_pass_from_a_client() {
+    let rewrite = [
+        ("X-Envoy-Original-Path", "/admin"),
+        ("x-envoy-decorator-operation", "admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X_Rewrite_URL", "/admin"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("x.method.override", "DELETE"),
+        ("X-Original-URL", "/admin"),
+        ("X-Original-Method", "DELETE"),
+    ];
+    let policy = format!(
+        "{}  - name: behind-proxy\n    match: {{ path: /proxied }}\n    upstream: app\n    public: true\n    trust_rewrite_headers: true\n",
+        common::POLICY
+    );
+    let gold = |s: &common::Stack| format!("Bearer {}", s.gold_token());
+    for (trust, passes) in [("", false), ("trusted_proxies: [127.0.0.0/8]\n", true)] {
+        let s = Builder::new()
+            .policy(&format!("{trust}{policy}"))
+            .start()
+            .await;
+        let auth = gold(&s);
+        for (path, with_token, route_opts_in) in [
+            ("/orders/7", true, false),
+            ("/healthz", false, false),
+            ("/proxied", false, true),
+        ] {
+            for (name, value) in rewrite {
+                let mut headers = vec![(name, value)];
+                if with_token {
+                    headers.push(("authorization", auth.as_str()));
+                }
+                let r = s.get(path, &headers).await;
+                assert_eq!(r.status, StatusCode::OK, "{path} {name}");
+                let seen = s.upstream.last().unwrap().headers;
+                let sent = name.to_ascii_lowercase();
+                let canonical = sent.replace(['_', '.'], "-");
+                let got = |n: &str| seen.get(n).map(|v| v.to_str().unwrap().to_string());
+                if passes && route_opts_in {
+                    assert_eq!(got(&sent).as_deref(), Some(value), "{trust}{path} {name}");
+                } else {
+                    assert_eq!(got(&sent), None, "{trust}{path} {name} passed through");
+                    assert_eq!(got(&canonical), None, "{trust}{path} {name} passed through");
+                }
+            }
+        }
+    }
+}

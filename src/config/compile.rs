@@ -34,6 +34,8 @@ use http::HeaderValue;
 
 /// The largest leeway accepted (SECURITY.md rule 5).
 const MAX_LEEWAY: Duration = Duration::from_secs(60);
+/// Longest `sub` by default (rule 5: a bounded identity).
+const DEFAULT_MAX_SUB_BYTES: usize = 1024;
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(30);
@@ -509,6 +511,7 @@ impl Compiler {
             profile: doc.profile,
             token_from,
             max_lifetime: doc.max_lifetime.map(|d| d.as_secs()),
+            max_sub_bytes: doc.max_sub_length.unwrap_or(DEFAULT_MAX_SUB_BYTES),
             locations,
             keys,
         });
@@ -549,6 +552,7 @@ impl Compiler {
         };
         Ok(Hasura {
             source,
+            format: doc.claims_format,
             admin_secret,
         })
     }
@@ -599,12 +603,12 @@ impl Compiler {
         doc: &Spanned<ForwardDoc>,
         params: &[String],
     ) -> Option<HeaderTemplate> {
-        let (text, encoding, empty) = match &doc.value {
-            ForwardDoc::Template(t) => (t, Encoding::Text, None),
-            ForwardDoc::Full(f) => (&f.value, f.encoding, f.empty),
+        let (text, encoding, empty, required) = match &doc.value {
+            ForwardDoc::Template(t) => (t, Encoding::Text, None, false),
+            ForwardDoc::Full(f) => (&f.value, f.encoding, f.empty, f.required),
         };
         HeaderTemplate::compile(name, text, &self.untrusted, params)
-            .map(|t| t.with(encoding, empty))
+            .map(|t| t.with(encoding, empty, required))
             .map_err(|e| {
                 self.errs
                     .push(origin(file, doc), format!("header `{name}`: {e}"))
@@ -764,6 +768,7 @@ impl Compiler {
             allow,
             forward,
             pass_authorization: doc.pass_authorization,
+            trust_rewrite_headers: doc.trust_rewrite_headers,
             params,
         };
         Some((segments, route))

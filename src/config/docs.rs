@@ -270,6 +270,9 @@ pub struct IssuerDoc {
     /// Longest `exp - iat` accepted; `iat` becomes required.
     #[serde(default, deserialize_with = "duration::option")]
     pub max_lifetime: Option<Duration>,
+    /// Longest `sub` accepted, in bytes (default 1024). A `sub` must also
+    /// hold a character other than white space.
+    pub max_sub_length: Option<usize>,
     /// Where the IdP keeps roles, tenants, scopes; and its token checks.
     #[serde(default)]
     pub profile: Profile,
@@ -344,6 +347,12 @@ pub struct RouteDoc {
     /// Send the client's `Authorization` header to the upstream.
     #[serde(default)]
     pub pass_authorization: bool,
+    /// Pass rewrite-class headers (`X-Envoy-*`, `X-Original-*`,
+    /// `X-Rewrite-URL`, `X-HTTP-Method-Override`, ...) on when they come
+    /// from a `trusted_proxies` peer. From any other peer they are always
+    /// removed.
+    #[serde(default)]
+    pub trust_rewrite_headers: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +363,10 @@ pub struct HasuraDoc {
     pub namespace: Option<String>,
     /// Instead: each session variable from its own JSONPath.
     pub claims_map: Option<BTreeMap<String, String>>,
+    /// `json` (default) or `stringified_json`: the namespace claim is a
+    /// string holding the JSON object, as Hasura's `claims_format` allows.
+    #[serde(default)]
+    pub claims_format: crate::forward::hasura::ClaimsFormat,
     /// Sent as `X-Hasura-Admin-Secret`, so that Hasura takes the role and
     /// session headers from claimgate.
     pub admin_secret: Option<SecretDoc>,
@@ -381,6 +394,11 @@ pub struct ForwardFullDoc {
     pub encoding: Encoding,
     #[serde(default, deserialize_with = "empty_policy")]
     pub empty: Option<Empty>,
+    /// The request is refused (403 `required_header_empty`) when this header
+    /// would render empty: an upstream keyed on it never sees a request
+    /// without it (SECURITY.md rule 5).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// `omit`, `empty` or `null` — where YAML reads a bare `null` as null, which

@@ -6,7 +6,9 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::hygiene::is_rewrite_class;
 
 /// An address block, `10.0.0.0/8`, `fd00::/8`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +66,29 @@ pub struct FromProxy {
     pub forwarded_for: Option<String>,
     pub proto: Option<HeaderValue>,
     pub host: Option<HeaderValue>,
+    /// Its rewrite-class headers, where the route trusts them.
+    pub rewrite: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// The forwarding headers of a trusted peer; nothing for any other.
-pub fn from_trusted(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> FromProxy {
+/// The forwarding headers of a trusted peer, and its rewrite-class headers
+/// when `keep_rewrite`; nothing for any other peer.
+pub fn from_trusted(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trusted: &[Cidr],
+    keep_rewrite: bool,
+) -> FromProxy {
     if !trusted.iter().any(|c| c.contains(peer)) {
         return FromProxy::default();
     }
+    let rewrite = match keep_rewrite {
+        true => headers
+            .iter()
+            .filter(|(name, _)| is_rewrite_class(name.as_str()))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect(),
+        false => Vec::new(),
+    };
     let chain: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -82,6 +100,7 @@ pub fn from_trusted(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> From
         forwarded_for: (!chain.is_empty()).then(|| chain.join(", ")),
         proto: headers.get("x-forwarded-proto").cloned(),
         host: headers.get("x-forwarded-host").cloned(),
+        rewrite,
     }
 }
 

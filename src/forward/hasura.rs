@@ -9,6 +9,8 @@
 //! `x-hasura-allowed-roles`, else `x-hasura-default-role`; a role asked for
 //! and not allowed is a 403, as in Hasura's JWT mode.
 
+use std::borrow::Cow;
+
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 use thiserror::Error;
@@ -43,7 +45,21 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Hasura {
     pub source: SessionSource,
+    /// How the namespace claim holds the variables, as Hasura's
+    /// `claims_format` says.
+    pub format: ClaimsFormat,
     pub admin_secret: Option<Secret>,
+}
+
+/// Hasura's `claims_format`: the namespace claim is a JSON object, or a
+/// string holding one (`stringified_json`, for IdPs that only allow string
+/// custom claims).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimsFormat {
+    #[default]
+    Json,
+    StringifiedJson,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -102,7 +118,11 @@ impl Hasura {
         requested: Option<&str>,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, HasuraError> {
         let vars = self.variables(claims);
-        let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_ref())
+        };
         let allowed: Vec<&str> = match get(ALLOWED) {
             Some(Value::Array(roles)) => roles.iter().filter_map(Value::as_str).collect(),
             Some(Value::String(s)) => postgres_list(s),
@@ -142,25 +162,40 @@ impl Hasura {
     }
 
     /// The `x-hasura-*` variables, lowercase names.
-    fn variables<'a>(&self, claims: &'a Value) -> Vec<(String, &'a Value)> {
+    fn variables<'a>(&self, claims: &'a Value) -> Vec<(String, Cow<'a, Value>)> {
         match &self.source {
-            SessionSource::Namespace(path) => match path.find(claims) {
-                Found::One(Value::Object(map)) => map
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                    .filter(|(k, v)| k.starts_with("x-hasura-") && !v.is_null())
+            SessionSource::Namespace(path) => match (path.find(claims), self.format) {
+                (Found::One(Value::Object(map)), ClaimsFormat::Json) => session_members(map)
+                    .map(|(k, v)| (k, Cow::Borrowed(v)))
                     .collect(),
+                // The same strict parse as the token's own JSON: duplicate
+                // names refuse rather than pick one (rule 7).
+                (Found::One(Value::String(text)), ClaimsFormat::StringifiedJson) => {
+                    match crate::token::json::parse_strict(text.as_bytes()) {
+                        Ok(Value::Object(map)) => session_members(&map)
+                            .map(|(k, v)| (k, Cow::Owned(v.clone())))
+                            .collect(),
+                        _ => Vec::new(),
+                    }
+                }
                 _ => Vec::new(),
             },
             SessionSource::Map(entries) => entries
                 .iter()
                 .filter_map(|(name, path)| match path.find(claims) {
-                    Found::One(v) => Some((name.clone(), v)),
+                    Found::One(v) => Some((name.clone(), Cow::Borrowed(v))),
                     _ => None,
                 })
                 .collect(),
         }
     }
+}
+
+/// The `x-hasura-*` members of a namespace object, lowercase, nulls left out.
+fn session_members(map: &serde_json::Map<String, Value>) -> impl Iterator<Item = (String, &Value)> {
+    map.iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .filter(|(k, v)| k.starts_with("x-hasura-") && !v.is_null())
 }
 
 /// A session variable as Hasura reads it: strings as they are, arrays as a
@@ -195,6 +230,7 @@ mod tests {
 
     fn namespace() -> Hasura {
         Hasura {
+            format: ClaimsFormat::Json,
             source: SessionSource::Namespace(
                 ClaimPath::compile("$['https://hasura.io/jwt/claims']", &[]).unwrap(),
             ),
@@ -267,9 +303,41 @@ mod tests {
         assert_eq!(format!("{:?}", h.admin_secret), "Some((secret))");
     }
 
+    /// Hasura's `claims_format: stringified_json`: the namespace claim is a
+    /// string holding the object; the same session comes out. A malformed
+    /// or duplicate-member string has no session (no allowed roles).
+    #[test]
+    fn a_stringified_namespace_gives_the_same_session() {
+        let mut h = namespace();
+        let ns = "https://hasura.io/jwt/claims";
+        let mut stringified = claims();
+        stringified[ns] = json!(claims()[ns].to_string());
+        // As JSON (the default) a string namespace has no session.
+        assert_eq!(
+            h.session(&stringified, None),
+            Err(HasuraError::NoAllowedRoles)
+        );
+        h.format = ClaimsFormat::StringifiedJson;
+        let want = names(&namespace().session(&claims(), None).unwrap());
+        assert_eq!(names(&h.session(&stringified, None).unwrap()), want);
+        for bad in [
+            "{not json",
+            r#"{"x-hasura-allowed-roles":["user"],"x-hasura-default-role":"user","x-hasura-default-role":"admin"}"#,
+            "[1,2]",
+        ] {
+            stringified[ns] = json!(bad);
+            assert_eq!(
+                h.session(&stringified, None),
+                Err(HasuraError::NoAllowedRoles),
+                "{bad}"
+            );
+        }
+    }
+
     #[test]
     fn a_claims_map_picks_variables_by_path() {
         let h = Hasura {
+            format: ClaimsFormat::Json,
             source: SessionSource::Map(vec![
                 (
                     "x-hasura-user-id".into(),

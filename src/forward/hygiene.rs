@@ -24,6 +24,25 @@ pub const FORWARDED_EXACT: [&str; 2] = ["forwarded", "x-real-ip"];
 /// Prefixes of forwarding headers (rule 15).
 pub const FORWARDED_PREFIXES: [&str; 2] = ["x-forwarded-", "x-original-"];
 
+/// Rewrite-class headers (rule 15): what a proxy or framework in front of
+/// the upstream may act on as the "real" method or path. A client's copy is
+/// never passed on (Envoy CVE-2023-27487 class); a trusted proxy's only
+/// where the route opts in (`trust_rewrite_headers`).
+pub const REWRITE_EXACT: [&str; 4] = [
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// Prefixes of rewrite-class headers; `x-original-*` too (above).
+pub const REWRITE_PREFIXES: [&str; 2] = ["x-envoy-", "x-original-"];
+
+/// Whether `name` (any spelling) is a rewrite-class header.
+pub fn is_rewrite_class(name: &str) -> bool {
+    let c = canonical(name);
+    REWRITE_EXACT.contains(&c.as_str()) || REWRITE_PREFIXES.iter().any(|p| c.starts_with(p))
+}
+
 /// The header names claimgate owns: a client can never send them upstream.
 #[derive(Debug, Clone, Default)]
 pub struct OwnedHeaders {
@@ -44,10 +63,15 @@ impl OwnedHeaders {
     ) -> Self {
         let claimed_exact: HashSet<String> = names.into_iter().map(canonical).collect();
         let claimed_prefixes: Vec<String> = prefixes.into_iter().map(canonical).collect();
-        let mut exact: HashSet<String> = FORWARDED_EXACT.iter().map(|s| s.to_string()).collect();
+        let mut exact: HashSet<String> = FORWARDED_EXACT
+            .iter()
+            .chain(REWRITE_EXACT.iter())
+            .map(|s| s.to_string())
+            .collect();
         exact.extend(claimed_exact.iter().cloned());
         let mut prefixes = claimed_prefixes.clone();
         prefixes.extend(FORWARDED_PREFIXES.iter().map(|s| s.to_string()));
+        prefixes.push(REWRITE_PREFIXES[0].to_string());
         Self {
             exact,
             prefixes,

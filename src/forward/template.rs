@@ -61,6 +61,8 @@ pub struct HeaderTemplate {
     pub encoding: Encoding,
     /// Per-header empty policy; the route's when `None`.
     pub empty: Option<Empty>,
+    /// Rendering empty (missing, or only white space) refuses the request.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -148,13 +150,16 @@ impl HeaderTemplate {
             parts,
             encoding: Encoding::Text,
             empty: None,
+            required: false,
         })
     }
 
-    /// The same template with this encoding and empty policy.
-    pub fn with(mut self, encoding: Encoding, empty: Option<Empty>) -> Self {
+    /// The same template with this encoding, empty policy, and whether it
+    /// must render non-empty.
+    pub fn with(mut self, encoding: Encoding, empty: Option<Empty>, required: bool) -> Self {
         self.encoding = encoding;
         self.empty = empty;
+        self.required = required;
         self
     }
 
@@ -360,7 +365,7 @@ mod tests {
         };
         let r = HeaderTemplate::compile("x-test", t, &["nsec".into()], &params)
             .unwrap()
-            .with(encoding, None)
+            .with(encoding, None, false)
             .render(claims, &request)?;
         Ok(match r {
             Rendered::Value(v) => Some(String::from_utf8(v.as_bytes().to_vec()).unwrap()),

@@ -35,6 +35,8 @@ pub struct Route {
     /// Defaults first, then the route's own (which override by name).
     pub forward: Vec<HeaderTemplate>,
     pub pass_authorization: bool,
+    /// Rewrite-class headers from a trusted proxy are passed on.
+    pub trust_rewrite_headers: bool,
     /// What a header whose expression finds nothing becomes, unless the
     /// header says otherwise.
     pub empty_claims: Empty,
@@ -278,6 +280,7 @@ mod tests {
             allow: None,
             forward: vec![],
             pass_authorization: false,
+            trust_rewrite_headers: false,
             empty_claims: Empty::Omit,
             claims_header: None,
             hasura: None,

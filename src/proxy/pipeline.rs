@@ -148,8 +148,12 @@ async fn through(
 ) -> Result<(Response<Body>, &'static str), Rejection> {
     let route = matched.route;
     // A trusted proxy's forwarding headers, before hygiene removes them.
-    let from_proxy =
-        forwarded::from_trusted(req.headers(), peer.addr.ip(), &snapshot.trusted_proxies);
+    let from_proxy = forwarded::from_trusted(
+        req.headers(),
+        peer.addr.ip(),
+        &snapshot.trusted_proxies,
+        route.trust_rewrite_headers,
+    );
     let requested_role = hygiene(snapshot, route, req.headers_mut())?;
 
     // A query without the token, when the token came from the query.
@@ -330,7 +334,15 @@ pub fn authorize<T: Tracer>(
     }
     let mut rendered = Vec::with_capacity(route.forward.len() + 1);
     for t in &route.forward {
-        let value = match t.render(claims, request).map_err(Rejection::Render)? {
+        let value = t.render(claims, request).map_err(Rejection::Render)?;
+        let blank = match &value {
+            Rendered::Value(v) => v.as_bytes().iter().all(u8::is_ascii_whitespace),
+            Rendered::Missing => true,
+        };
+        if t.required && blank {
+            return Err(Rejection::RequiredHeaderEmpty(t.name.clone()));
+        }
+        let value = match value {
             Rendered::Value(v) => v,
             Rendered::Missing => match t.empty.unwrap_or(route.empty_claims) {
                 Empty::Omit => continue,
@@ -445,6 +457,9 @@ fn pin_host(req: &mut Request<Incoming>) {
 /// come from the connection, extended from a trusted proxy's.
 fn set_forwarded(req: &mut Request<Incoming>, host: &str, peer: Peer, proxy: FromProxy) {
     let headers = req.headers_mut();
+    for (name, value) in proxy.rewrite {
+        headers.append(name, value);
+    }
     let peer_ip = peer.addr.ip().to_string();
     let chain = match proxy.forwarded_for {
         Some(prior) => format!("{prior}, {peer_ip}"),

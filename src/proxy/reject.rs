@@ -28,6 +28,8 @@ pub enum Rejection {
     Denied,
     /// A claim cannot become a header value (400).
     Render(RenderError),
+    /// A header the route marks `required` rendered empty (403, rule 5).
+    RequiredHeaderEmpty(http::HeaderName),
     /// The client sent a header claimgate sets, and the policy refuses
     /// such requests (400).
     Spoofed(String),
@@ -57,6 +59,7 @@ impl Rejection {
             Rejection::Token(e) => e.reason(),
             Rejection::Denied => "policy_denied",
             Rejection::Render(_) => "unrenderable_claim",
+            Rejection::RequiredHeaderEmpty(_) => "required_header_empty",
             Rejection::Spoofed(_) => "spoofed_header",
             Rejection::Hasura(e) => e.reason(),
             Rejection::WebhookDenied(reason) => reason,
@@ -77,6 +80,7 @@ impl Rejection {
             Rejection::Hasura(e) if e.is_bad_request() => "bad_request",
             Rejection::Hasura(_) | Rejection::WebhookDenied(_) => "denied",
             Rejection::NoRoute => "no_route",
+            Rejection::RequiredHeaderEmpty(_) => "denied",
             Rejection::Token(TokenError::KeysUnavailable) => "unavailable",
             Rejection::Token(_) => "unauthenticated",
             Rejection::Denied => "denied",
@@ -98,7 +102,7 @@ impl Rejection {
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::Token(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
-            Rejection::Denied => StatusCode::FORBIDDEN,
+            Rejection::Denied | Rejection::RequiredHeaderEmpty(_) => StatusCode::FORBIDDEN,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout | Rejection::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,7 +120,9 @@ impl Rejection {
             Rejection::BadCredentials(_) => {
                 Some(r#"Bearer realm="claimgate", error="invalid_request""#)
             }
-            Rejection::Denied => Some(r#"Bearer realm="claimgate", error="insufficient_scope""#),
+            Rejection::Denied | Rejection::RequiredHeaderEmpty(_) => {
+                Some(r#"Bearer realm="claimgate", error="insufficient_scope""#)
+            }
             Rejection::Hasura(e) if !e.is_bad_request() => {
                 Some(r#"Bearer realm="claimgate", error="insufficient_scope""#)
             }
@@ -129,7 +135,9 @@ impl Rejection {
         match self {
             Rejection::Token(TokenError::KeysUnavailable) => "temporarily_unavailable",
             Rejection::Token(_) => "invalid_token",
-            Rejection::Denied | Rejection::WebhookDenied(_) => "insufficient_scope",
+            Rejection::Denied | Rejection::WebhookDenied(_) | Rejection::RequiredHeaderEmpty(_) => {
+                "insufficient_scope"
+            }
             Rejection::Hasura(e) if !e.is_bad_request() => "insufficient_scope",
             Rejection::NoRoute => "not_found",
             Rejection::UpstreamUnavailable
@@ -143,6 +151,7 @@ impl Rejection {
     pub fn for_webhook(self) -> Self {
         match self {
             Rejection::Denied => Rejection::WebhookDenied("policy_denied"),
+            Rejection::RequiredHeaderEmpty(_) => Rejection::WebhookDenied("required_header_empty"),
             Rejection::Hasura(e) if !e.is_bad_request() => Rejection::WebhookDenied(e.reason()),
             other => other,
         }

@@ -152,6 +152,7 @@ mod tests {
             profile: crate::token::Profile::Generic,
             token_from: vec![crate::token::extract::TokenSource::Bearer],
             max_lifetime: None,
+            max_sub_bytes: 1024,
             locations: crate::policy::rule::ClaimLocations::compile(
                 &crate::token::Profile::Generic.locations(),
                 &[],

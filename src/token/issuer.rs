@@ -31,6 +31,8 @@ pub struct Issuer {
     pub token_from: Vec<TokenSource>,
     /// Longest `exp - iat` accepted, in seconds.
     pub max_lifetime: Option<u64>,
+    /// Longest `sub` accepted, in bytes.
+    pub max_sub_bytes: usize,
     /// Where the shorthands (`role`, `tenant_role`, ...) read.
     pub locations: ClaimLocations,
     pub keys: Arc<JwksStore>,
@@ -51,6 +53,7 @@ impl Issuer {
             && self.profile == other.profile
             && self.token_from == other.token_from
             && self.max_lifetime == other.max_lifetime
+            && self.max_sub_bytes == other.max_sub_bytes
             && self.locations == other.locations
             && Arc::ptr_eq(&self.keys, &other.keys)
     }

@@ -217,8 +217,9 @@ fn decode_object(part: &str) -> Result<Map<String, Value>, ()> {
     }
 }
 
-/// Rule 5: `exp`, `aud` and `sub` required, `nbf` and `iat` checked, all with
-/// the issuer's leeway. Returns `exp`.
+/// Rule 5: `exp`, `aud` and `sub` required (`sub` a non-blank string of at
+/// most `max_sub_bytes`), `nbf` and `iat` checked, all with the issuer's
+/// leeway. Returns `exp`.
 fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: u64) -> Result<f64, TokenError> {
     let now = now as f64;
     let leeway = issuer.leeway as f64;
@@ -264,8 +265,14 @@ fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: u64) -> Resul
     if !audience_ok {
         return Err(TokenError::WrongAudience);
     }
+    // Rule 5: a signed token with an empty or unbounded identity never
+    // reaches an upstream that keys on it.
     match claims.get("sub") {
-        Some(Value::String(_)) => Ok(exp),
+        Some(Value::String(sub))
+            if sub.len() <= issuer.max_sub_bytes && sub.chars().any(|c| !c.is_whitespace()) =>
+        {
+            Ok(exp)
+        }
         Some(_) => Err(TokenError::InvalidClaim("sub")),
         None => Err(TokenError::MissingClaim("sub")),
     }
