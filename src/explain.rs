@@ -1,25 +1,25 @@
 //! `claimgate explain` and `claimgate test`: one request run through the
 //! request path offline, with the rule's trace.
 //!
-//! The stages are the proxy's own functions in the proxy's order: canonical
-//! path, router, header hygiene, bearer extraction, verification (for a
-//! token) and [`authorize`] (rule, then headers). Only the upstream call is
-//! left out. Given claims instead of a token, verification is skipped — no
+//! The request goes through the decision core (`crate::decision`), the one
+//! every front door calls, with a tracer. Only the upstream call is left
+//! out. Given claims instead of a token, verification is skipped — no
 //! signature, `exp` or `aud` check — but the issuer's untrusted claims are
 //! still removed, as verification would.
 
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, HOST};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::decision::{decide_traced, hygiene, Allowed, Ctx, Decision, Given};
 use crate::forward::hasura;
-use crate::policy::rule::{RequestFacts, Step};
-use crate::policy::{canonical_segments, Target};
-use crate::proxy::pipeline::{authorize, hygiene, normal_host};
+use crate::policy::rule::Step;
+use crate::policy::Target;
 use crate::proxy::Rejection;
 use crate::snapshot::Snapshot;
-use crate::token::{self, Issuer, TokenError};
+use crate::token::{Issuer, TokenError};
 
 /// One request to explain.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub struct Explanation {
     pub token: String,
     pub trace: Vec<Step>,
     /// The `claimgate_requests_total` decision label.
-    pub decision: &'static str,
+    pub decision: Decision,
     /// The status claimgate answers with; 200 means "forwarded upstream".
     pub status: u16,
     /// The reason code of a refusal; empty when forwarded.
@@ -74,9 +74,11 @@ pub struct Explanation {
     pub headers: Vec<(String, String)>,
 }
 
-/// Runs `case` through `snapshot` at Unix time `now`. Keys must be loaded
-/// for a token to verify (`KeysUnavailable` otherwise, as in the proxy).
-pub fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation {
+/// Runs `case` through the decision core over `snapshot` at Unix time
+/// `now`, with the rule's trace. Keys must be loaded for a token to verify
+/// (`KeysUnavailable` otherwise, as in the proxy); an unknown `kid` loads
+/// them as the proxy would.
+pub async fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation {
     let mut x = Explanation {
         request: format!("{} {} (host {})", case.method, case.path, case.host),
         route: None,
@@ -86,154 +88,133 @@ pub fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation {
         issuer: None,
         token: String::new(),
         trace: Vec::new(),
-        decision: "allowed",
+        decision: Decision::Allowed,
         status: 200,
         reason: "",
         upstream: None,
         webhook: false,
         headers: Vec::new(),
     };
-    let result = run(snapshot, case, now, &mut x);
-    let result = if x.webhook {
-        result.map_err(Rejection::for_webhook)
-    } else {
-        result
+    let mut head = match head(case) {
+        Ok(h) => h,
+        Err(rejection) => return x.refused(&rejection),
     };
-    if let Err(rejection) = result {
-        x.decision = rejection.decision();
-        x.status = rejection.status().as_u16();
-        x.reason = rejection.reason();
-        x.headers.clear();
+    let given = match &case.credential {
+        Credential::Claims { claims, issuer } => {
+            match pick_issuer(snapshot, claims, issuer.as_deref()) {
+                Ok(issuer) => Some(Given {
+                    issuer,
+                    claims: claims.clone(),
+                }),
+                Err(why) => {
+                    x.token = why;
+                    return x.refused(&Rejection::Token(TokenError::UnknownIssuer));
+                }
+            }
+        }
+        Credential::Headers | Credential::Token(_) => None,
+    };
+    let claims_given = given.is_some();
+    let sent = head.headers.clone();
+    let ctx = Ctx {
+        snapshot,
+        cache: None,
+        now,
+    };
+    let outcome = decide_traced(&ctx, &mut head, given, &mut x.trace).await;
+    let (matched, seen, verdict) = outcome.split();
+    if let Some(m) = &matched {
+        let route = m.route;
+        x.route = Some(route.name.clone());
+        x.template = Some(route.template.clone());
+        x.webhook = route.is_webhook();
+        x.upstream = Some(match &route.target {
+            Target::Upstream(u) => u.name.clone(),
+            Target::HasuraWebhook => "(webhook: answers itself)".into(),
+        });
+        x.params = m
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        // What the hygiene stage removes, shown by running it on a copy of
+        // what was sent (the core set claim headers under some of the same
+        // names since).
+        let mut cleaned = sent.clone();
+        if hygiene(snapshot, route, &mut cleaned).is_ok() {
+            x.removed = sent
+                .keys()
+                .filter(|k| !cleaned.contains_key(*k))
+                .map(|k| k.to_string())
+                .collect();
+        }
     }
-    x
+    x.issuer = seen.issuer_name().map(str::to_string);
+    x.token = match (&verdict, claims_given) {
+        (
+            Ok(Allowed {
+                decision: Decision::Public,
+                ..
+            }),
+            _,
+        ) => "not needed: public route".into(),
+        (Ok(_), true) => "claims given: signature, exp and aud not checked".into(),
+        (Ok(a), false) => match &a.source {
+            Some(source) => format!("verified (from {source})"),
+            None => String::new(),
+        },
+        (Err(Rejection::Token(TokenError::SourceNotAllowed(from))), _) => {
+            format!("verified, but its issuer does not accept tokens from {from}")
+        }
+        (Err(Rejection::Token(e)), _) => format!("refused: {e}"),
+        (Err(_), true) => "claims given: signature, exp and aud not checked".into(),
+        (Err(_), false) => String::new(),
+    };
+    match verdict {
+        Ok(allowed) => {
+            x.decision = allowed.decision;
+            x.headers = header_list(&head.headers);
+            // The admin secret is real in the proxy; never in an explanation.
+            for (k, v) in x.headers.iter_mut() {
+                if k == hasura::ADMIN_SECRET {
+                    *v = "(secret)".into();
+                }
+            }
+            x
+        }
+        Err(rejection) if x.webhook => x.refused(&rejection.for_webhook()),
+        Err(rejection) => x.refused(&rejection),
+    }
 }
 
-fn run(snapshot: &Snapshot, case: &Case, now: u64, x: &mut Explanation) -> Result<(), Rejection> {
-    let path = case.path.split('?').next().unwrap_or("/");
-    let segments = canonical_segments(path).map_err(Rejection::BadPath)?;
-    let host = normal_host(&case.host);
-    let matched = snapshot
-        .router
-        .find(&host, &case.method, &segments)
-        .ok_or(Rejection::NoRoute)?;
-    let route = matched.route;
-    x.route = Some(route.name.clone());
-    x.template = Some(route.template.clone());
-    x.webhook = route.is_webhook();
-    x.upstream = Some(match &route.target {
-        Target::Upstream(u) => u.name.clone(),
-        Target::HasuraWebhook => "(webhook: answers itself)".into(),
-    });
-    x.params = matched
-        .params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-
-    let mut headers = case.headers.clone();
+/// The request head `case` describes, its credential in place.
+fn head(case: &Case) -> Result<Parts, Rejection> {
+    let mut req = http::Request::builder()
+        .method(case.method.clone())
+        .uri(case.path.as_str())
+        .body(())
+        .map_err(|_| Rejection::BadPath(crate::policy::PathError::NotAbsolute))?;
+    let headers = req.headers_mut();
+    *headers = case.headers.clone();
+    if let Ok(host) = HeaderValue::from_str(&case.host) {
+        headers.insert(HOST, host);
+    }
     if let Credential::Token(t) = &case.credential {
         let value = HeaderValue::from_str(&format!("Bearer {t}"))
             .map_err(|_| Rejection::Token(TokenError::Malformed("not base64url")))?;
         headers.insert(AUTHORIZATION, value);
     }
-    let before: Vec<String> = headers.keys().map(|k| k.to_string()).collect();
-    let requested_role = hygiene(snapshot, route, &mut headers)?;
-    x.removed = before
-        .into_iter()
-        .filter(|k| !headers.contains_key(k.as_str()))
-        .collect();
-    x.removed.dedup();
+    Ok(req.into_parts().0)
+}
 
-    if route.public {
-        x.decision = "public";
-        x.token = "not needed: public route".into();
-        x.headers = header_list(&headers);
-        return Ok(());
+impl Explanation {
+    fn refused(mut self, rejection: &Rejection) -> Self {
+        self.decision = rejection.decision();
+        self.status = rejection.status().as_u16();
+        self.reason = rejection.reason();
+        self.headers.clear();
+        self
     }
-    let mut source = None;
-    let (claims, issuer): (Value, std::sync::Arc<Issuer>) = match &case.credential {
-        Credential::Claims { claims, issuer } => {
-            let issuer = pick_issuer(snapshot, claims, issuer.as_deref()).map_err(|e| {
-                x.token = e;
-                Rejection::Token(TokenError::UnknownIssuer)
-            })?;
-            if let Some(names) = &route.issuers {
-                if !names.contains(&issuer.name) {
-                    return Err(Rejection::Token(TokenError::IssuerNotAccepted(
-                        issuer.name.clone(),
-                    )));
-                }
-            }
-            let mut claims = claims.clone();
-            for name in &issuer.untrusted_claims {
-                if claims.remove(name).is_some() && issuer.refuse_untrusted {
-                    x.token = format!("refused: carries the untrusted claim `{name}`");
-                    return Err(Rejection::Token(TokenError::UntrustedClaim(name.clone())));
-                }
-            }
-            x.token = "claims given: signature, exp and aud not checked".into();
-            (Value::Object(claims), issuer)
-        }
-        Credential::Headers | Credential::Token(_) => {
-            let query = case.path.split_once('?').map(|(_, q)| q);
-            let (token, from) = token::extract::find(&headers, query, &snapshot.token_sources)
-                .map_err(Rejection::BadCredentials)?
-                .ok_or(Rejection::Token(TokenError::Missing))?;
-            let from = &snapshot.token_sources[from];
-            let verified = token::verify(
-                token,
-                &snapshot.issuers,
-                route.issuers.as_deref(),
-                snapshot.max_token_bytes,
-                now,
-            )
-            .map_err(|refused| {
-                x.issuer = refused.issuer.as_ref().map(|i| i.name.clone());
-                x.token = format!("refused: {}", refused.error);
-                Rejection::Token(refused.error)
-            })?;
-            if !verified.issuer.token_from.contains(from) {
-                x.issuer = Some(verified.issuer.name.clone());
-                x.token = format!("verified, but its issuer does not accept tokens from {from}");
-                return Err(Rejection::Token(TokenError::SourceNotAllowed(
-                    from.to_string(),
-                )));
-            }
-            x.token = format!("verified (from {from})");
-            source = Some(from.clone());
-            (verified.claims.root().clone(), verified.issuer)
-        }
-    };
-    x.issuer = Some(issuer.name.clone());
-    let facts = RequestFacts {
-        method: &case.method,
-        host: &host,
-        params: &matched.params,
-        headers: &headers,
-    };
-    let rendered = authorize(
-        route,
-        &claims,
-        &issuer,
-        &facts,
-        requested_role.as_deref(),
-        &mut x.trace,
-    )?;
-    if let (false, Some(source)) = (route.pass_authorization, &source) {
-        // A query-string token stays in the path shown as the request.
-        token::extract::strip(&mut headers, None, source);
-    }
-    for (name, value) in rendered {
-        headers.insert(name, value);
-    }
-    x.headers = header_list(&headers);
-    // The admin secret is real in the proxy; never in an explanation.
-    for (k, v) in x.headers.iter_mut() {
-        if k == hasura::ADMIN_SECRET {
-            *v = "(secret)".into();
-        }
-    }
-    Ok(())
 }
 
 fn pick_issuer(

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod decision;
 pub mod demo;
 pub mod explain;
 pub mod forward;

@@ -263,7 +263,8 @@ async fn explain(
         headers,
         credential,
     };
-    let x = claimgate::explain::explain(&app.snapshot(), &case, claimgate::jwks::unix_now());
+    let snapshot = app.snapshot();
+    let x = claimgate::explain::explain(&snapshot, &case, claimgate::jwks::unix_now()).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&x).unwrap_or_default());
     } else {

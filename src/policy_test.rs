@@ -172,7 +172,7 @@ async fn run_file(file: &Path, report: &mut Report) {
         let at = origin(file, case);
         let c = &case.value;
         let failures = match build_case(c) {
-            Ok(built) => check(&c.expect, &explain(&snapshot, &built, now)),
+            Ok(built) => check(&c.expect, &explain(&snapshot, &built, now).await),
             Err(e) => Err((vec![e], None)),
         };
         match failures {

@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use crate::decision::Decision;
 use crate::forward::hasura::HasuraError;
 use crate::forward::RenderError;
 use crate::policy::PathError;
@@ -71,22 +72,21 @@ impl Rejection {
     }
 
     /// The `decision` label of `claimgate_requests_total`.
-    pub fn decision(&self) -> &'static str {
+    pub fn decision(&self) -> Decision {
         match self {
             Rejection::BadPath(_)
             | Rejection::BadCredentials(_)
             | Rejection::Render(_)
-            | Rejection::Spoofed(_) => "bad_request",
-            Rejection::Hasura(e) if e.is_bad_request() => "bad_request",
-            Rejection::Hasura(_) | Rejection::WebhookDenied(_) => "denied",
-            Rejection::NoRoute => "no_route",
-            Rejection::RequiredHeaderEmpty(_) => "denied",
-            Rejection::Token(TokenError::KeysUnavailable) => "unavailable",
-            Rejection::Token(_) => "unauthenticated",
-            Rejection::Denied => "denied",
-            Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => "upstream_error",
-            Rejection::RequestTimeout => "timeout",
-            Rejection::BodyTooLarge => "bad_request",
+            | Rejection::Spoofed(_)
+            | Rejection::BodyTooLarge => Decision::BadRequest,
+            Rejection::Hasura(e) if e.is_bad_request() => Decision::BadRequest,
+            Rejection::Hasura(_) | Rejection::WebhookDenied(_) => Decision::Denied,
+            Rejection::NoRoute => Decision::NoRoute,
+            Rejection::RequiredHeaderEmpty(_) | Rejection::Denied => Decision::Denied,
+            Rejection::Token(TokenError::KeysUnavailable) => Decision::Unavailable,
+            Rejection::Token(_) => Decision::Unauthenticated,
+            Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => Decision::UpstreamError,
+            Rejection::RequestTimeout => Decision::Timeout,
         }
     }
 
@@ -157,7 +157,7 @@ impl Rejection {
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    pub fn response(&self) -> Response<Body> {
         let body = format!(
             r#"{{"error":"{}","reason":"{}"}}"#,
             self.error(),
@@ -212,7 +212,7 @@ mod tests {
             (Rejection::UpstreamTimeout, 504, None),
         ];
         for (r, status, challenge) in cases {
-            let resp = r.into_response();
+            let resp = r.response();
             assert_eq!(resp.status().as_u16(), status);
             assert_eq!(
                 resp.headers()

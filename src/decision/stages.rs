@@ -1,0 +1,340 @@
+//! The core's stages after routing, in order: hygiene → public? → extract →
+//! verify → decide → render. Each returns a value; [`run`] chains them.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::header::HOST;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{Allowed, Ctx, Decision, Given};
+use crate::forward;
+use crate::forward::hasura;
+use crate::forward::template::{Empty, Rendered, MAX_VALUE_BYTES};
+use crate::forward::RenderError;
+use crate::policy::rule::{Ctx as RuleCtx, RequestFacts, Tracer};
+use crate::policy::{Matched, Route};
+use crate::proxy::Rejection;
+use crate::snapshot::Snapshot;
+use crate::token::extract::TokenSource;
+use crate::token::{self, Claims, Issuer, TokenError};
+
+/// What the stages found: the issuer and cache use even when refused.
+pub(super) struct Ran {
+    pub issuer: Option<Arc<Issuer>>,
+    pub cache_hit: Option<bool>,
+    pub verdict: Result<Allowed, Rejection>,
+}
+
+impl Ran {
+    fn refused(issuer: Option<Arc<Issuer>>, cache_hit: Option<bool>, r: Rejection) -> Self {
+        Self {
+            issuer,
+            cache_hit,
+            verdict: Err(r),
+        }
+    }
+}
+
+pub(super) async fn run<T: Tracer>(
+    ctx: &Ctx<'_>,
+    matched: &Matched<'_>,
+    head: &mut Parts,
+    given: Option<Given>,
+    trace: &mut T,
+) -> Ran {
+    let route = matched.route;
+    let snapshot = ctx.snapshot;
+    // hygiene: on every route, public ones included (rules 13–15).
+    let requested_role = match hygiene(snapshot, route, &mut head.headers) {
+        Ok(r) => r,
+        Err(e) => return Ran::refused(None, None, e),
+    };
+    if route.public {
+        return Ran {
+            issuer: None,
+            cache_hit: None,
+            verdict: Ok(Allowed {
+                decision: Decision::Public,
+                claims: None,
+                source: None,
+                set: Vec::new(),
+                query: None,
+            }),
+        };
+    }
+    // extract → verify (or claims given offline)
+    let (issuer, claims, source, cache_hit) = match given {
+        Some(g) => match given_claims(route, g) {
+            Ok((issuer, claims)) => (issuer, claims, None, None),
+            Err((issuer, e)) => return Ran::refused(issuer, None, e),
+        },
+        None => {
+            let found =
+                token::extract::find(&head.headers, head.uri.query(), &snapshot.token_sources);
+            let (token, source) = match found {
+                Ok(Some((token, i))) => (token, &snapshot.token_sources[i]),
+                Ok(None) => return Ran::refused(None, None, Rejection::Token(TokenError::Missing)),
+                Err(e) => return Ran::refused(None, None, Rejection::BadCredentials(e)),
+            };
+            let v = verify(ctx, route, token, source).await;
+            match v.result {
+                Ok(verified) => (
+                    verified.issuer,
+                    verified.claims,
+                    Some(source.clone()),
+                    v.cache_hit,
+                ),
+                Err(e) => return Ran::refused(v.issuer, v.cache_hit, e),
+            }
+        }
+    };
+    // decide → render
+    let host = request_host(head);
+    let facts = RequestFacts {
+        method: &head.method,
+        host: &host,
+        params: &matched.params,
+        headers: &head.headers,
+    };
+    let set = match authorize(
+        route,
+        claims.root(),
+        &issuer,
+        &facts,
+        requested_role.as_deref(),
+        trace,
+    ) {
+        Ok(set) => set,
+        Err(e) => return Ran::refused(Some(issuer), cache_hit, e),
+    };
+    // The credential stays here unless the route passes it on.
+    let mut query = None;
+    if let (false, Some(source)) = (route.pass_authorization, &source) {
+        let q = match source {
+            TokenSource::Query(_) => head.uri.query().map(str::to_owned),
+            _ => None,
+        };
+        query = token::extract::strip(&mut head.headers, q.as_deref(), source);
+    }
+    for (name, value) in &set {
+        head.headers.insert(name.clone(), value.clone());
+    }
+    Ran {
+        issuer: Some(issuer),
+        cache_hit,
+        verdict: Ok(Allowed {
+            decision: Decision::Allowed,
+            claims: Some(claims),
+            source,
+            set,
+            query,
+        }),
+    }
+}
+
+/// Claims given offline: the issuer must be one the route accepts, and its
+/// untrusted claims are removed (or refuse), as verification would.
+#[allow(clippy::type_complexity)]
+fn given_claims(
+    route: &Route,
+    g: Given,
+) -> Result<(Arc<Issuer>, Arc<Claims>), (Option<Arc<Issuer>>, Rejection)> {
+    let Given { issuer, mut claims } = g;
+    if let Some(names) = &route.issuers {
+        if !names.contains(&issuer.name) {
+            let e = TokenError::IssuerNotAccepted(issuer.name.clone());
+            return Err((Some(issuer), Rejection::Token(e)));
+        }
+    }
+    for name in &issuer.untrusted_claims {
+        if claims.remove(name).is_some() && issuer.refuse_untrusted {
+            let e = TokenError::UntrustedClaim(name.clone());
+            return Err((Some(issuer), Rejection::Token(e)));
+        }
+    }
+    Ok((issuer, Arc::new(Claims::from_object(claims))))
+}
+
+/// What the verify stage found.
+struct Verification {
+    issuer: Option<Arc<Issuer>>,
+    cache_hit: Option<bool>,
+    result: Result<token::Verified, Rejection>,
+}
+
+/// The verify stage: the verified-token cache, else full verification, once
+/// more after a key load when the `kid` was unknown (rotation), then the
+/// issuer's own source check.
+async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource) -> Verification {
+    let snapshot = ctx.snapshot;
+    let accepted = route.issuers.as_deref();
+    let cached = ctx
+        .cache
+        .and_then(|c| c.get(token, &snapshot.issuers, accepted, ctx.now));
+    let cache_hit = ctx.cache.map(|_| cached.is_some());
+    let full = || {
+        token::verify(
+            token,
+            &snapshot.issuers,
+            accepted,
+            snapshot.max_token_bytes,
+            ctx.now,
+        )
+    };
+    let mut result = match cached {
+        Some(v) => Ok(v),
+        None => full(),
+    };
+    // Key rotation: an unknown kid may be a key the IdP just published.
+    // The store bounds how often this loads (rule 11); verify once more
+    // only if the keys may now verify it.
+    if let Err(token::Refused {
+        issuer: Some(i),
+        error: TokenError::UnknownKey,
+        kid,
+    }) = &result
+    {
+        if i.keys.refresh_for_unknown_kid(kid.as_deref()).await {
+            result = full();
+        }
+    }
+    let verified = match result {
+        Ok(v) => v,
+        Err(refused) => {
+            return Verification {
+                issuer: refused.issuer,
+                cache_hit,
+                result: Err(Rejection::Token(refused.error)),
+            }
+        }
+    };
+    let issuer = Some(verified.issuer.clone());
+    // The issuer is known only now: it must list the source the token
+    // came from (a query-string token for a bearer-only issuer is not).
+    if !verified.issuer.token_from.contains(source) {
+        let e = TokenError::SourceNotAllowed(source.to_string());
+        return Verification {
+            issuer,
+            cache_hit,
+            result: Err(Rejection::Token(e)),
+        };
+    }
+    if cache_hit == Some(false) {
+        if let Some(cache) = ctx.cache {
+            cache.insert(token, &verified, ctx.now);
+        }
+    }
+    Verification {
+        issuer,
+        cache_hit,
+        result: Ok(verified),
+    }
+}
+
+/// The decide and render stages for verified claims: the route's rule over
+/// the claims and the request, then every header rendered. All headers are
+/// rendered before any is set, so a bad value refuses the whole request.
+pub fn authorize<T: Tracer>(
+    route: &Route,
+    claims: &serde_json::Value,
+    issuer: &Issuer,
+    request: &RequestFacts<'_>,
+    requested_role: Option<&str>,
+    trace: &mut T,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
+    if let Some(rule) = &route.allow {
+        let ctx = RuleCtx {
+            claims,
+            at: &issuer.locations,
+            request,
+        };
+        if !rule.eval_with(&ctx, trace, 0) {
+            return Err(Rejection::Denied);
+        }
+    }
+    let mut rendered = Vec::with_capacity(route.forward.len() + 1);
+    for t in &route.forward {
+        let value = t.render(claims, request).map_err(Rejection::Render)?;
+        let blank = match &value {
+            Rendered::Value(v) => v.as_bytes().iter().all(u8::is_ascii_whitespace),
+            Rendered::Missing => true,
+        };
+        if t.required && blank {
+            return Err(Rejection::RequiredHeaderEmpty(t.name.clone()));
+        }
+        let value = match value {
+            Rendered::Value(v) => v,
+            Rendered::Missing => match t.empty.unwrap_or(route.empty_claims) {
+                Empty::Omit => continue,
+                Empty::Empty => HeaderValue::from_static(""),
+                Empty::Null => HeaderValue::from_static("null"),
+            },
+        };
+        rendered.push((t.name.clone(), value));
+    }
+    if let Some(name) = &route.claims_header {
+        let json = URL_SAFE_NO_PAD.encode(claims.to_string());
+        if json.len() > MAX_VALUE_BYTES {
+            return Err(Rejection::Render(RenderError::TooLong(name.clone())));
+        }
+        // Base64url is header-safe by construction.
+        if let Ok(v) = HeaderValue::from_str(&json) {
+            rendered.push((name.clone(), v));
+        }
+    }
+    if let Some(h) = &route.hasura {
+        rendered.extend(
+            h.session(claims, requested_role)
+                .map_err(Rejection::Hasura)?,
+        );
+    }
+    Ok(rendered)
+}
+
+/// The hygiene stage, on every route, public ones included. Hasura's
+/// `X-Hasura-Role` is taken out first (a request for a role, decided later;
+/// it is returned); then, where the policy says so, a client header
+/// claimgate owns refuses the request; then hop-by-hop, `Connection`-named
+/// and claimgate-owned headers are removed.
+pub fn hygiene(
+    snapshot: &Snapshot,
+    route: &Route,
+    headers: &mut HeaderMap,
+) -> Result<Option<String>, Rejection> {
+    let requested_role = match route.hasura {
+        Some(_) => hasura::take_requested_role(headers).map_err(Rejection::Hasura)?,
+        None => None,
+    };
+    if snapshot.refuse_spoofed {
+        if let Some(name) = forward::spoofed(headers, &snapshot.owned_headers) {
+            return Err(Rejection::Spoofed(name));
+        }
+    }
+    forward::clean_request(headers, &snapshot.owned_headers);
+    Ok(requested_role)
+}
+
+/// The request's host: lowercase, without port or trailing dot (rule 16).
+pub fn request_host(head: &Parts) -> String {
+    match head.uri.authority() {
+        Some(a) => normal_host(a.as_str()),
+        None => normal_host(
+            head.headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+        ),
+    }
+}
+
+/// An authority (`Host` header value) as routes compare it: the host part,
+/// lowercase, without port or trailing dot; empty when it is not one.
+pub fn normal_host(authority: &str) -> String {
+    authority
+        .parse::<http::uri::Authority>()
+        .map(|a| a.host().trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}

@@ -1,0 +1,77 @@
+//! Telemetry, recorded once per request by the door that answered it, from
+//! what the core saw ([`Seen`]) and how the request ended: the request
+//! counter and histogram, auth failures, policy denials, upstream faults,
+//! the token cache, and one access-log line.
+
+use std::time::Duration;
+
+use super::{Decision, Seen};
+use crate::metrics::Metrics;
+use crate::proxy::Rejection;
+
+/// How one request ended, as telemetry sees it.
+pub struct Record<'a> {
+    /// The front door: `proxy`, `forward_auth`, `ext_authz`.
+    pub door: &'static str,
+    pub route: &'a str,
+    pub seen: &'a Seen,
+    /// `Allowed` or `Public` when allowed; the refusal's otherwise.
+    pub decision: Decision,
+    pub rejection: Option<&'a Rejection>,
+    pub status: u16,
+    pub elapsed: Duration,
+}
+
+/// Records `r` in `metrics` and the access log.
+pub fn record(metrics: &Metrics, r: &Record<'_>) {
+    let issuer = r.seen.issuer_name();
+    if let Some(hit) = r.seen.cache_hit {
+        metrics
+            .token_cache_lookups
+            .with_label_values(&[if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+    match r.rejection {
+        Some(Rejection::Token(e)) => {
+            metrics
+                .auth_failures
+                .with_label_values(&[issuer.unwrap_or("unknown"), e.reason()])
+                .inc();
+        }
+        Some(Rejection::Denied) => {
+            metrics.policy_denials.with_label_values(&[r.route]).inc();
+        }
+        Some(Rejection::UpstreamTimeout) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&[r.route, "timeout"])
+                .inc();
+        }
+        Some(Rejection::UpstreamUnavailable) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&[r.route, "unavailable"])
+                .inc();
+        }
+        _ => {}
+    }
+    let decision = r.rejection.map_or(r.decision, Rejection::decision);
+    metrics
+        .requests
+        .with_label_values(&[r.route, decision.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[r.route])
+        .observe(r.elapsed.as_secs_f64());
+    tracing::info!(
+        target: "claimgate::access",
+        door = r.door,
+        route = r.route,
+        decision = decision.as_str(),
+        reason = r.rejection.map_or("", Rejection::reason),
+        issuer = issuer.unwrap_or(""),
+        status = r.status,
+        latency_us = r.elapsed.as_micros() as u64,
+    );
+}
