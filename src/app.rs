@@ -299,8 +299,11 @@ pub struct Running {
     pub app: Arc<App>,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The forward-auth listener's address, when configured.
+    pub forward_auth_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     proxy: tokio::task::JoinHandle<()>,
+    forward_auth: Option<tokio::task::JoinHandle<()>>,
     admin: tokio::task::JoinHandle<()>,
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
@@ -320,7 +323,29 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown, rx) = watch::channel(false);
-    let proxy = tokio::spawn(server::serve(listener, app.clone(), tls, rx.clone()));
+    let proxy = tokio::spawn(server::serve(
+        listener,
+        app.clone(),
+        server::Door::Proxy,
+        tls.clone(),
+        rx.clone(),
+    ));
+    let mut forward_auth_addr = None;
+    let mut forward_auth = None;
+    if let Some(fa) = &config.forward_auth {
+        let l = TcpListener::bind(fa.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} (forward_auth): {e}", fa.listen))?;
+        forward_auth_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let door = server::Door::ForwardAuth(Arc::new(fa.clone()));
+        forward_auth = Some(tokio::spawn(server::serve(
+            l,
+            app.clone(),
+            door,
+            tls.clone(),
+            rx.clone(),
+        )));
+    }
     let admin = tokio::spawn(crate::admin::serve(admin_listener, app.clone(), rx));
     let auto_reload = config.reload.watch || !config.reload.poll_interval.is_zero();
     let watcher = match &app.policy_dir {
@@ -335,8 +360,10 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
         app,
         addr,
         admin_addr,
+        forward_auth_addr,
         shutdown,
         proxy,
+        forward_auth,
         admin,
         watcher,
     })
@@ -354,6 +381,9 @@ impl Running {
         tokio::time::sleep(delay).await;
         let _ = self.shutdown.send(true);
         let _ = self.proxy.await;
+        if let Some(fa) = self.forward_auth {
+            let _ = fa.await;
+        }
         let _ = self.admin.await;
     }
 }

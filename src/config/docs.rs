@@ -11,7 +11,8 @@ use serde_saphyr::Spanned;
 
 use super::duration;
 use super::error::{ConfigErrors, Origin};
-use super::{Limits, ProcessConfig, ReloadSettings, TlsFiles};
+use super::{ForwardAuthConfig, Limits, ProcessConfig, ReloadSettings, TlsFiles};
+use crate::forward::forwarded::Cidr;
 use crate::forward::template::{Empty, Encoding};
 use crate::token::Profile;
 
@@ -33,6 +34,23 @@ pub struct ProcessDoc {
     pub log_format: LogFormat,
     #[serde(default)]
     pub reload: ReloadDoc,
+    /// The forward-auth front door (nginx `auth_request`, Traefik
+    /// `ForwardAuth`, Envoy HTTP ext_authz), on a listener of its own.
+    pub forward_auth: Option<Spanned<ForwardAuthDoc>>,
+}
+
+/// The forward-auth listener and the gateways it answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthDoc {
+    pub listen: String,
+    /// The gateways' addresses (`10.0.0.0/8`, `127.0.0.1`): only they may
+    /// say which request is decided (SECURITY.md rule 21). Required.
+    pub gateways: Vec<String>,
+    /// Envoy's HTTP ext_authz `path_prefix`: the check request's path is
+    /// this prefix and the original path.
+    #[serde(default)]
+    pub path_prefix: String,
 }
 
 /// When the policy directory is read again, besides SIGHUP and
@@ -169,7 +187,42 @@ impl ProcessDoc {
                 "limits.max_connections must be at least 1",
             );
         }
+        let forward_auth = self.forward_auth.and_then(|fa| {
+            let at = origin(path, &fa);
+            let doc = fa.value;
+            let listen = doc.listen.parse().map_err(|_| {
+                errs.push(
+                    at.clone(),
+                    format!(
+                        "forward_auth.listen `{}` is not an address such as 127.0.0.1:8081",
+                        doc.listen
+                    ),
+                )
+            });
+            let mut gateways = Vec::new();
+            for g in &doc.gateways {
+                match Cidr::parse(g) {
+                    Ok(c) => gateways.push(c),
+                    Err(e) => errs.push(at.clone(), format!("forward_auth.gateways: {e}")),
+                }
+            }
+            if doc.gateways.is_empty() {
+                errs.push(
+                    at.clone(),
+                    "forward_auth.gateways must name the gateways' addresses: only they may say which request is decided",
+                );
+            }
+            if !doc.path_prefix.is_empty() && !doc.path_prefix.starts_with('/') {
+                errs.push(at, "forward_auth.path_prefix must start with `/`");
+            }
+            Some(ForwardAuthConfig {
+                listen: listen.ok()?,
+                gateways,
+                path_prefix: doc.path_prefix.trim_end_matches('/').to_string(),
+            })
+        });
         let config = ProcessConfig {
+            forward_auth,
             listen: listen.unwrap_or(([0, 0, 0, 0], 0).into()),
             admin_listen: admin_listen.unwrap_or(([127, 0, 0, 1], 0).into()),
             policies: base.join(&self.policies),

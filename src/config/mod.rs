@@ -34,6 +34,18 @@ pub struct ProcessConfig {
     pub limits: Limits,
     pub log_format: LogFormat,
     pub reload: ReloadSettings,
+    pub forward_auth: Option<ForwardAuthConfig>,
+}
+
+/// The forward-auth front door's listener and trusted gateways.
+#[derive(Debug, Clone)]
+pub struct ForwardAuthConfig {
+    pub listen: SocketAddr,
+    /// Peers allowed to ask (SECURITY.md rule 21).
+    pub gateways: Vec<crate::forward::forwarded::Cidr>,
+    /// Stripped from the check request's path (Envoy's `path_prefix`); no
+    /// trailing `/`.
+    pub path_prefix: String,
 }
 
 /// Automatic reloads of the policy directory.

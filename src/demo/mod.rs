@@ -63,6 +63,7 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         limits,
         log_format: LogFormat::Text,
         reload: Default::default(),
+        forward_auth: None,
     };
     let running = app::start(&config, app).await?;
     tokio::time::timeout(

@@ -1,5 +1,7 @@
-//! The request path, the listener and the upstream client.
+//! The front doors over the decision core (the reverse proxy in
+//! `pipeline`, forward-auth), the listener and the upstream client.
 
+pub mod forward_auth;
 pub mod pipeline;
 pub mod reject;
 pub mod server;

@@ -27,6 +27,12 @@ pub enum Rejection {
     Token(TokenError),
     /// The policy said no (403).
     Denied,
+    /// A forward-auth check from a peer that is not a configured gateway
+    /// (403, SECURITY.md rule 21).
+    UntrustedGateway,
+    /// A forward-auth check whose original method, URI or host cannot be
+    /// read one way (400).
+    BadForwardAuth,
     /// A claim cannot become a header value (400).
     Render(RenderError),
     /// A header the route marks `required` rendered empty (403, rule 5).
@@ -59,6 +65,8 @@ impl Rejection {
             Rejection::NoRoute => "no_route",
             Rejection::Token(e) => e.reason(),
             Rejection::Denied => "policy_denied",
+            Rejection::UntrustedGateway => "untrusted_gateway",
+            Rejection::BadForwardAuth => "bad_forward_auth_request",
             Rejection::Render(_) => "unrenderable_claim",
             Rejection::RequiredHeaderEmpty(_) => "required_header_empty",
             Rejection::Spoofed(_) => "spoofed_header",
@@ -78,7 +86,9 @@ impl Rejection {
             | Rejection::BadCredentials(_)
             | Rejection::Render(_)
             | Rejection::Spoofed(_)
+            | Rejection::BadForwardAuth
             | Rejection::BodyTooLarge => Decision::BadRequest,
+            Rejection::UntrustedGateway => Decision::Denied,
             Rejection::Hasura(e) if e.is_bad_request() => Decision::BadRequest,
             Rejection::Hasura(_) | Rejection::WebhookDenied(_) => Decision::Denied,
             Rejection::NoRoute => Decision::NoRoute,
@@ -95,7 +105,9 @@ impl Rejection {
             Rejection::BadPath(_)
             | Rejection::BadCredentials(_)
             | Rejection::Render(_)
+            | Rejection::BadForwardAuth
             | Rejection::Spoofed(_) => StatusCode::BAD_REQUEST,
+            Rejection::UntrustedGateway => StatusCode::FORBIDDEN,
             Rejection::Hasura(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             Rejection::Hasura(_) => StatusCode::FORBIDDEN,
             Rejection::WebhookDenied(_) => StatusCode::UNAUTHORIZED,

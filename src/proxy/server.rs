@@ -63,11 +63,21 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Which front door a listener serves.
+#[derive(Clone)]
+pub enum Door {
+    /// The reverse proxy: decide, then forward upstream.
+    Proxy,
+    /// Forward-auth: decide and answer the gateway.
+    ForwardAuth(Arc<crate::config::ForwardAuthConfig>),
+}
+
 /// Serves `listener` until `shutdown` turns true, then stops accepting and
 /// waits up to the grace period for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    door: Door,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -99,10 +109,18 @@ pub async fn serve(
             addr,
             tls: tls.is_some(),
         };
-        let app = app.clone();
+        let (app, door) = (app.clone(), door.clone());
         let svc = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(&app, req, peer).await) }
+            let (app, door) = (app.clone(), door.clone());
+            async move {
+                let resp = match &door {
+                    Door::Proxy => pipeline::handle(&app, req, peer).await,
+                    Door::ForwardAuth(config) => {
+                        super::forward_auth::handle(&app, config, req, peer).await
+                    }
+                };
+                Ok::<_, Infallible>(resp)
+            }
         });
         match &tls {
             None => {

@@ -93,6 +93,7 @@ pub struct Builder {
     reload: ReloadSettings,
     configmap: bool,
     vars: Vec<(String, String)>,
+    forward_auth: Option<claimgate::config::ForwardAuthConfig>,
 }
 
 /// A started stack with the default policy, keys loaded.
@@ -118,7 +119,22 @@ impl Builder {
             },
             configmap: false,
             vars: Vec::new(),
+            forward_auth: None,
         }
+    }
+
+    /// Also serves the forward-auth door on a loopback port, answering
+    /// `gateways` (CIDRs), with Envoy's `path_prefix`.
+    pub fn forward_auth(mut self, gateways: &[&str], path_prefix: &str) -> Self {
+        self.forward_auth = Some(claimgate::config::ForwardAuthConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            gateways: gateways
+                .iter()
+                .map(|g| claimgate::forward::forwarded::Cidr::parse(g).unwrap())
+                .collect(),
+            path_prefix: path_prefix.to_string(),
+        });
+        self
     }
 
     /// Sets `${name}` in the policy, beside `UPSTREAM`, `JWKS_URI` and
@@ -222,6 +238,7 @@ impl Builder {
             limits: self.limits,
             log_format: LogFormat::Text,
             reload: self.reload,
+            forward_auth: self.forward_auth,
         };
         let running = app::start(&config, app).await.unwrap();
         if self.wait_keys {
@@ -328,6 +345,15 @@ impl Stack {
     pub async fn get_with_token(&self, path: &str, token: &str) -> Resp {
         let auth = format!("Bearer {token}");
         self.get(path, &[("authorization", &auth)]).await
+    }
+
+    /// Sends a check request to the forward-auth door.
+    pub async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let addr = self
+            .running()
+            .forward_auth_addr
+            .expect("forward_auth configured");
+        send(&self.client, addr, method, path, headers).await
     }
 
     pub async fn admin(&self, method: &str, path: &str) -> Resp {

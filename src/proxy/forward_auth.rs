@@ -1,0 +1,273 @@
+//! The forward-auth door: a gateway that already proxies (nginx
+//! `auth_request`, ingress-nginx `auth-url`, Traefik `ForwardAuth`, Envoy's
+//! HTTP ext_authz) asks claimgate about a request, and claimgate answers
+//! with the decision core's outcome:
+//!
+//! - allowed: 200 with the headers to inject (the gateway copies them:
+//!   `auth_request_set`, `authResponseHeaders`, `allowed_upstream_headers`);
+//! - refused: the proxy's own status, RFC 6750 challenge and JSON reason.
+//!
+//! The original method, URI and host come from the gateway's headers —
+//! `X-Original-Method` / `X-Original-URI` (nginx), `X-Forwarded-Method` /
+//! `-Uri` / `-Host` (Traefik), or, without them, the check request itself
+//! less `path_prefix` (Envoy) — and only from a configured gateway
+//! (SECURITY.md rule 21): any other peer is refused before anything is
+//! read, so a client that reaches this listener cannot choose what is
+//! decided.
+
+use std::time::Instant;
+
+use http::header::HOST;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+
+use super::{Body, Rejection};
+use crate::app::App;
+use crate::config::ForwardAuthConfig;
+use crate::decision::telemetry::{self, Record};
+use crate::decision::{self, Ctx, Peer, Seen};
+use crate::jwks::unix_now;
+
+/// Answers one check request.
+pub async fn handle(
+    app: &App,
+    config: &ForwardAuthConfig,
+    req: Request<Incoming>,
+    peer: Peer,
+) -> Response<Body> {
+    let started = Instant::now();
+    let snapshot = app.snapshot();
+    let ctx = Ctx {
+        snapshot: &snapshot,
+        cache: Some(&app.token_cache),
+        now: unix_now(),
+    };
+    let (parts, _body) = req.into_parts();
+    let mut route = "none";
+    let (seen, result) = match original_request(config, &parts, peer) {
+        Err(rejection) => (Seen::default(), Err(rejection)),
+        Ok(mut head) => {
+            let decided = decision::decide(&ctx, &mut head, None);
+            match tokio::time::timeout(app.limits.request_timeout, decided).await {
+                Err(_) => (Seen::default(), Err(Rejection::RequestTimeout)),
+                Ok(outcome) => {
+                    let (matched, seen, verdict) = outcome.split();
+                    route = matched.map_or("none", |m| m.route.name.as_str());
+                    (seen, verdict.map(|a| (answer(&a.set), a.decision)))
+                }
+            }
+        }
+    };
+    let (resp, decision, rejection) = match result {
+        Ok((resp, decision)) => (resp, decision, None),
+        Err(r) => (r.response(), r.decision(), Some(r)),
+    };
+    telemetry::record(
+        &app.metrics,
+        &Record {
+            door: "forward_auth",
+            route,
+            seen: &seen,
+            decision,
+            rejection: rejection.as_ref(),
+            status: resp.status().as_u16(),
+            elapsed: started.elapsed(),
+        },
+    );
+    resp
+}
+
+/// 200 with the headers the gateway is to set on the request.
+fn answer(set: &[(http::HeaderName, HeaderValue)]) -> Response<Body> {
+    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *resp.status_mut() = StatusCode::OK;
+    for (name, value) in set {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+/// The request the gateway asks about, as a request head for the core:
+/// method, URI and host from the gateway's headers (or the check request
+/// itself), every other header as the gateway passed it on.
+pub fn original_request(
+    config: &ForwardAuthConfig,
+    check: &Parts,
+    peer: Peer,
+) -> Result<Parts, Rejection> {
+    // Rule 21: only a configured gateway says what is decided.
+    if !config.gateways.iter().any(|c| c.contains(peer.addr.ip())) {
+        return Err(Rejection::UntrustedGateway);
+    }
+    let h = &check.headers;
+    let method = match one(h, &["x-original-method", "x-forwarded-method"])? {
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| Rejection::BadForwardAuth)?,
+        None => check.method.clone(),
+    };
+    let uri = match one(h, &["x-original-uri", "x-forwarded-uri"])? {
+        Some(u) => u.to_string(),
+        None => {
+            // Envoy: the check request's own path, after the prefix.
+            let pq = check.uri.path_and_query().map_or("/", |p| p.as_str());
+            match pq.strip_prefix(config.path_prefix.as_str()) {
+                Some(rest) if rest.starts_with('/') => rest.to_string(),
+                _ => return Err(Rejection::BadForwardAuth),
+            }
+        }
+    };
+    if !uri.starts_with('/') {
+        return Err(Rejection::BadForwardAuth);
+    }
+    let host = match one(h, &["x-forwarded-host"])? {
+        Some(host) => HeaderValue::from_str(host).map_err(|_| Rejection::BadForwardAuth)?,
+        None => h.get(HOST).cloned().ok_or(Rejection::BadForwardAuth)?,
+    };
+    let mut original = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(())
+        .map_err(|_| Rejection::BadForwardAuth)?
+        .into_parts()
+        .0;
+    // The gateway's copies of forwarding and original-request headers are
+    // claimgate-owned: the core's hygiene removes them like a client's.
+    original.headers = h.clone();
+    original.headers.insert(HOST, host);
+    Ok(original)
+}
+
+/// The one value of the first of `names` present; a repeated header is
+/// refused rather than read one way (rule 16's spirit).
+fn one<'h>(headers: &'h HeaderMap, names: &[&str]) -> Result<Option<&'h str>, Rejection> {
+    for name in names {
+        let mut values = headers.get_all(*name).iter();
+        if let Some(v) = values.next() {
+            if values.next().is_some() {
+                return Err(Rejection::BadForwardAuth);
+            }
+            return v.to_str().map(Some).map_err(|_| Rejection::BadForwardAuth);
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::forwarded::Cidr;
+
+    fn config(prefix: &str) -> ForwardAuthConfig {
+        ForwardAuthConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            gateways: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+            path_prefix: prefix.into(),
+        }
+    }
+
+    fn check(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn peer(ip: [u8; 4]) -> Peer {
+        Peer {
+            addr: (ip, 40000).into(),
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn the_original_request_comes_from_each_gateways_headers() {
+        let gw = peer([10, 1, 2, 3]);
+        let cases: [(&str, Parts, (&str, &str, &str)); 4] = [
+            (
+                "nginx",
+                check(
+                    "GET",
+                    "/auth",
+                    &[
+                        ("host", "claimgate:8081"),
+                        ("x-original-method", "POST"),
+                        ("x-original-uri", "/orders/7?x=1"),
+                        ("x-forwarded-host", "shop.example"),
+                    ],
+                ),
+                ("POST", "/orders/7?x=1", "shop.example"),
+            ),
+            (
+                "traefik",
+                check(
+                    "GET",
+                    "/",
+                    &[
+                        ("host", "claimgate"),
+                        ("x-forwarded-method", "DELETE"),
+                        ("x-forwarded-uri", "/orders/7"),
+                        ("x-forwarded-host", "api.example"),
+                    ],
+                ),
+                ("DELETE", "/orders/7", "api.example"),
+            ),
+            (
+                "envoy",
+                check("PUT", "/check/orders/7?a=b", &[("host", "api.example")]),
+                ("PUT", "/orders/7?a=b", "api.example"),
+            ),
+            (
+                "envoy, root path",
+                check("GET", "/check/", &[("host", "api.example")]),
+                ("GET", "/", "api.example"),
+            ),
+        ];
+        for (what, parts, (m, u, h)) in cases {
+            let prefix = if what.starts_with("envoy") {
+                "/check"
+            } else {
+                ""
+            };
+            let got = original_request(&config(prefix), &parts, gw).unwrap();
+            assert_eq!(got.method.as_str(), m, "{what}");
+            assert_eq!(got.uri.to_string(), u, "{what}");
+            assert_eq!(got.headers[HOST], h, "{what}");
+        }
+    }
+
+    #[test]
+    fn only_a_gateway_may_ask_and_ambiguity_is_refused() {
+        let parts = check("GET", "/", &[("host", "x"), ("x-original-uri", "/admin")]);
+        assert!(matches!(
+            original_request(&config(""), &parts, peer([192, 0, 2, 1])),
+            Err(Rejection::UntrustedGateway)
+        ));
+        let gw = peer([10, 0, 0, 1]);
+        for bad in [
+            check(
+                "GET",
+                "/",
+                &[
+                    ("host", "x"),
+                    ("x-original-uri", "/a"),
+                    ("x-original-uri", "/b"),
+                ],
+            ),
+            check("GET", "/", &[("host", "x"), ("x-original-uri", "admin")]),
+            check("GET", "/", &[("host", "x"), ("x-original-method", "G E T")]),
+            check("GET", "/elsewhere/x", &[("host", "x")]),
+        ] {
+            let prefix = "/check";
+            assert!(
+                matches!(
+                    original_request(&config(prefix), &bad, gw),
+                    Err(Rejection::BadForwardAuth)
+                ),
+                "{:?}",
+                bad.headers
+            );
+        }
+    }
+}
