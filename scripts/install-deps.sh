@@ -7,7 +7,9 @@
 #                 tests/idp/package-lock.json (tests/rotation.rs)
 #   prometheus    Debian package (prometheus + promtool: tests/prometheus.rs)
 #   nodejs, npm   Debian packages, when node is missing
-#   wrk, nginx    Debian packages (benches/load.sh, only with --bench)
+#   nginx-light   Debian package: nginx with auth_request (tests/nginx.rs, and
+#                 the bare-proxy baseline of benches/load.sh)
+#   wrk           Debian package (benches/load.sh, only with --bench)
 # Idempotent; refreshes the package lists only when an install fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +20,9 @@ pkgs=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || pkgs+=(prometheus)
 command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 python3 -m venv --help >/dev/null 2>&1 || pkgs+=(python3-venv)
+[ -x /usr/sbin/nginx ] || pkgs+=(nginx-light)
 if [ "${1:-}" = "--bench" ]; then
   command -v wrk >/dev/null || pkgs+=(wrk)
-  command -v nginx >/dev/null || pkgs+=(nginx-light)
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   install() {
