@@ -99,7 +99,7 @@ fn start(s: &Stack) -> Nginx {
     nginx
 }
 
-async fn via(s: &Stack, n: &Nginx, path: &str, headers: &[(&str, &str)]) -> common::Resp {
+async fn via(n: &Nginx, path: &str, headers: &[(&str, &str)]) -> common::Resp {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     common::send(&client, n.addr, "GET", path, headers).await
@@ -116,7 +116,6 @@ async fn nginx_auth_request_asks_claimgate() {
 
     // Allowed: the upstream sees claimgate's headers, not the client's.
     let r = via(
-        &s,
         &nginx,
         "/orders/7?x=1",
         &[
@@ -158,7 +157,7 @@ async fn nginx_auth_request_asks_claimgate() {
         ),
     ];
     for (headers, status, challenge) in cases {
-        let r = via(&s, &nginx, "/orders/7", &headers).await;
+        let r = via(&nginx, "/orders/7", &headers).await;
         assert_eq!(r.status, status, "{headers:?}");
         assert_eq!(r.www_authenticate(), Some(challenge), "{headers:?}");
     }
@@ -171,7 +170,6 @@ async fn nginx_auth_request_asks_claimgate() {
     // The decision is on the path nginx received, not on a client's
     // X-Original-URI (nginx sets it from $request_uri).
     let r = via(
-        &s,
         &nginx,
         "/orders/7",
         &[("authorization", &free), ("x-original-uri", "/healthz")],
@@ -181,10 +179,7 @@ async fn nginx_auth_request_asks_claimgate() {
     assert_eq!(s.upstream.count(), 1);
 
     // A public route passes without a token.
-    assert_eq!(
-        via(&s, &nginx, "/healthz", &[]).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(via(&nginx, "/healthz", &[]).await.status, StatusCode::OK);
     assert_eq!(s.upstream.count(), 2);
 }
 
