@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks use, if missing, and says what it
 # installs:
-#   .venv/        a virtualenv (PEP 668: never the system Python) with PyJWT
-#                 and cryptography from PyPI (tests/interop.rs)
+#   .venv/        a virtualenv (PEP 668: never the system Python) with, from
+#                 PyPI: PyJWT and cryptography (tests/interop.rs); grpcio and
+#                 xds-protos, Envoy's own generated stubs (tests/ext_authz.rs)
 #   tests/idp/    npm's oidc-provider, an OpenID Certified provider, pinned by
 #                 tests/idp/package-lock.json (tests/rotation.rs)
 #   prometheus    Debian package (prometheus + promtool: tests/prometheus.rs)
@@ -32,10 +33,11 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   install 2>/dev/null || { $sudo apt-get update -qq >/dev/null && install; }
 fi
 
-if ! .venv/bin/python -c 'import jwt, cryptography' 2>/dev/null; then
-  echo "install-deps: virtualenv .venv with PyJWT and cryptography (PyPI)" >&2
-  python3 -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check 'pyjwt[crypto]>=2.8,<3' >/dev/null
+if ! .venv/bin/python -c 'import jwt, cryptography, grpc, envoy.service.auth.v3.external_auth_pb2_grpc' 2>/dev/null; then
+  echo "install-deps: virtualenv .venv with PyJWT, cryptography, grpcio, xds-protos (PyPI)" >&2
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check \
+    'pyjwt[crypto]>=2.8,<3' 'grpcio>=1.60,<2' 'xds-protos>=1.60,<2' >/dev/null
 fi
 
 if [ ! -d tests/idp/node_modules/oidc-provider ]; then

@@ -301,6 +301,9 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The forward-auth listener's address, when configured.
     pub forward_auth_addr: Option<SocketAddr>,
+    /// The ext_authz gRPC listener's address, when configured.
+    pub ext_authz_addr: Option<SocketAddr>,
+    ext_authz: Option<tokio::task::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     proxy: tokio::task::JoinHandle<()>,
     forward_auth: Option<tokio::task::JoinHandle<()>>,
@@ -346,7 +349,7 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
             rx.clone(),
         )));
     }
-    let admin = tokio::spawn(crate::admin::serve(admin_listener, app.clone(), rx));
+    let admin = tokio::spawn(crate::admin::serve(admin_listener, app.clone(), rx.clone()));
     let auto_reload = config.reload.watch || !config.reload.poll_interval.is_zero();
     let watcher = match &app.policy_dir {
         Some(dir) if auto_reload => Some(crate::watch::spawn(
@@ -356,10 +359,26 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
         )),
         _ => None,
     };
+    let mut ext_authz_addr = None;
+    let mut ext_authz = None;
+    if let Some(ea) = &config.ext_authz {
+        let l = TcpListener::bind(ea.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} (ext_authz): {e}", ea.listen))?;
+        ext_authz_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
+        ext_authz = Some(tokio::spawn(crate::proxy::ext_authz::serve(
+            l,
+            app.clone(),
+            Arc::new(ea.clone()),
+            rx.clone(),
+        )));
+    }
     Ok(Running {
         app,
         addr,
         admin_addr,
+        ext_authz_addr,
+        ext_authz,
         forward_auth_addr,
         shutdown,
         proxy,
@@ -381,8 +400,8 @@ impl Running {
         tokio::time::sleep(delay).await;
         let _ = self.shutdown.send(true);
         let _ = self.proxy.await;
-        if let Some(fa) = self.forward_auth {
-            let _ = fa.await;
+        for door in [self.forward_auth, self.ext_authz].into_iter().flatten() {
+            let _ = door.await;
         }
         let _ = self.admin.await;
     }

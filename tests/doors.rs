@@ -1,8 +1,9 @@
 //! One table of requests through every front door over the decision core —
 //! the reverse proxy, forward-auth as nginx and Traefik call it,
-//! forward-auth as Envoy's HTTP ext_authz calls it (path prefix), `explain`,
-//! and, for a Hasura route, the Hasura webhook — and the same decision and
-//! the same headers come out of each. SECURITY.md rule 21 (only gateways
+//! forward-auth as Envoy's HTTP ext_authz calls it (path prefix), Envoy's
+//! gRPC ext_authz (called by grpcio with Envoy's stubs), `explain`, and,
+//! for a Hasura route, the Hasura webhook — and the same decision and the
+//! same headers come out of each. SECURITY.md rule 21 (only gateways
 //! may ask) is tested here too, with nothing reaching the upstream.
 
 mod common;
@@ -46,7 +47,7 @@ fn claim_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
 }
 
 /// What a door said: status, reason (empty when allowed), headers.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Said {
     status: StatusCode,
     reason: String,
@@ -147,11 +148,13 @@ async fn through_explain(s: &Stack, method: &str, path: &str, headers: &[(&str, 
     }
 }
 
-#[tokio::test]
+// The gRPC client blocks a thread: the servers need another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_door_gives_the_same_decision_and_headers() {
     let s = Builder::new()
         .policy(&policy())
         .forward_auth(&["127.0.0.0/8"], "/ext_authz")
+        .ext_authz(&["127.0.0.0/8"])
         .start()
         .await;
     let gold = format!("Bearer {}", s.gold_token());
@@ -257,9 +260,25 @@ async fn every_door_gives_the_same_decision_and_headers() {
             StatusCode::FORBIDDEN,
         ),
     ];
+    let mut envoy_cases = Vec::new();
+    let mut proxied = Vec::new();
     for (method, path, headers, status) in &cases {
         let what = format!("{method} {path} {headers:?}");
         let proxy = through_proxy(&s, method, path, headers).await;
+        // gRPC carries headers as a map: one value per name.
+        let names: std::collections::BTreeSet<_> = headers
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect();
+        if names.len() == headers.len() {
+            let map: serde_json::Map<String, serde_json::Value> = headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), json!(v)))
+                .collect();
+            envoy_cases
+                .push(json!({"method": method, "path": path, "host": "127.0.0.1", "headers": map}));
+            proxied.push((what.clone(), proxy.clone()));
+        }
         assert_eq!(proxy.status, *status, "proxy: {what}");
         let nginx = through_forward_auth(&s, method, path, headers, false).await;
         assert_eq!(nginx, proxy, "forward-auth (nginx/Traefik): {what}");
@@ -267,6 +286,34 @@ async fn every_door_gives_the_same_decision_and_headers() {
         assert_eq!(envoy, proxy, "forward-auth (Envoy HTTP): {what}");
         let explained = through_explain(&s, method, path, headers).await;
         assert_eq!(explained, proxy, "explain: {what}");
+    }
+    let before = s.upstream.count();
+    let envoy = common::envoy_checks(&s, &serde_json::Value::Array(envoy_cases));
+    assert_eq!(s.upstream.count(), before, "ext_authz never proxies");
+    for ((what, proxy), got) in proxied.iter().zip(envoy["results"].as_array().unwrap()) {
+        let said = match got["ok"].as_object() {
+            Some(ok) => Said {
+                status: StatusCode::OK,
+                reason: String::new(),
+                headers: ok["set"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+            },
+            None => {
+                let body: serde_json::Value =
+                    serde_json::from_str(got["denied"]["body"].as_str().unwrap()).unwrap();
+                Said {
+                    status: StatusCode::from_u16(got["denied"]["status"].as_u64().unwrap() as u16)
+                        .unwrap(),
+                    reason: body["reason"].as_str().unwrap().to_string(),
+                    headers: BTreeMap::new(),
+                }
+            }
+        };
+        assert_eq!(&said, proxy, "ext_authz (gRPC): {what}");
     }
     // The claim headers really are there (the comparison is not empty).
     let said = through_proxy(&s, "GET", "/orders/7", &[("authorization", &gold)]).await;

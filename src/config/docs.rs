@@ -11,7 +11,7 @@ use serde_saphyr::Spanned;
 
 use super::duration;
 use super::error::{ConfigErrors, Origin};
-use super::{ForwardAuthConfig, Limits, ProcessConfig, ReloadSettings, TlsFiles};
+use super::{ExtAuthzConfig, ForwardAuthConfig, Limits, ProcessConfig, ReloadSettings, TlsFiles};
 use crate::forward::forwarded::Cidr;
 use crate::forward::template::{Empty, Encoding};
 use crate::token::Profile;
@@ -37,6 +37,18 @@ pub struct ProcessDoc {
     /// The forward-auth front door (nginx `auth_request`, Traefik
     /// `ForwardAuth`, Envoy HTTP ext_authz), on a listener of its own.
     pub forward_auth: Option<Spanned<ForwardAuthDoc>>,
+    /// The Envoy ext_authz gRPC door (Istio CUSTOM, Envoy Gateway), on a
+    /// listener of its own.
+    pub ext_authz: Option<Spanned<ExtAuthzDoc>>,
+}
+
+/// The ext_authz gRPC listener and the Envoys it answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzDoc {
+    pub listen: String,
+    /// The Envoys' addresses: only they may ask (SECURITY.md rule 21).
+    pub gateways: Vec<String>,
 }
 
 /// The forward-auth listener and the gateways it answers.
@@ -199,19 +211,7 @@ impl ProcessDoc {
                     ),
                 )
             });
-            let mut gateways = Vec::new();
-            for g in &doc.gateways {
-                match Cidr::parse(g) {
-                    Ok(c) => gateways.push(c),
-                    Err(e) => errs.push(at.clone(), format!("forward_auth.gateways: {e}")),
-                }
-            }
-            if doc.gateways.is_empty() {
-                errs.push(
-                    at.clone(),
-                    "forward_auth.gateways must name the gateways' addresses: only they may say which request is decided",
-                );
-            }
+            let gateways = gateways(&mut errs, &at, "forward_auth", &doc.gateways);
             if !doc.path_prefix.is_empty() && !doc.path_prefix.starts_with('/') {
                 errs.push(at, "forward_auth.path_prefix must start with `/`");
             }
@@ -221,7 +221,26 @@ impl ProcessDoc {
                 path_prefix: doc.path_prefix.trim_end_matches('/').to_string(),
             })
         });
+        let ext_authz = self.ext_authz.and_then(|ea| {
+            let at = origin(path, &ea);
+            let doc = ea.value;
+            let listen = doc.listen.parse().map_err(|_| {
+                errs.push(
+                    at.clone(),
+                    format!(
+                        "ext_authz.listen `{}` is not an address such as 0.0.0.0:9001",
+                        doc.listen
+                    ),
+                )
+            });
+            let gateways = gateways(&mut errs, &at, "ext_authz", &doc.gateways);
+            Some(ExtAuthzConfig {
+                listen: listen.ok()?,
+                gateways,
+            })
+        });
         let config = ProcessConfig {
+            ext_authz,
             forward_auth,
             listen: listen.unwrap_or(([0, 0, 0, 0], 0).into()),
             admin_listen: admin_listen.unwrap_or(([127, 0, 0, 1], 0).into()),
@@ -236,6 +255,24 @@ impl ProcessDoc {
         };
         errs.into_result(config)
     }
+}
+
+/// A door's `gateways`: address blocks, at least one.
+fn gateways(errs: &mut ConfigErrors, at: &Origin, door: &str, list: &[String]) -> Vec<Cidr> {
+    let mut out = Vec::new();
+    for g in list {
+        match Cidr::parse(g) {
+            Ok(c) => out.push(c),
+            Err(e) => errs.push(at.clone(), format!("{door}.gateways: {e}")),
+        }
+    }
+    if list.is_empty() {
+        errs.push(
+            at.clone(),
+            format!("{door}.gateways must name the gateways' addresses: only they may say which request is decided"),
+        );
+    }
+    out
 }
 
 // === policy files ===

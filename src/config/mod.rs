@@ -35,6 +35,16 @@ pub struct ProcessConfig {
     pub log_format: LogFormat,
     pub reload: ReloadSettings,
     pub forward_auth: Option<ForwardAuthConfig>,
+    pub ext_authz: Option<ExtAuthzConfig>,
+}
+
+/// The Envoy ext_authz gRPC door's listener and trusted gateways.
+#[derive(Debug, Clone)]
+pub struct ExtAuthzConfig {
+    pub listen: SocketAddr,
+    /// Peers allowed to ask (SECURITY.md rule 21): the Envoys / Istio
+    /// sidecars / gateways.
+    pub gateways: Vec<crate::forward::forwarded::Cidr>,
 }
 
 /// The forward-auth front door's listener and trusted gateways.

@@ -64,6 +64,7 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         log_format: LogFormat::Text,
         reload: Default::default(),
         forward_auth: None,
+        ext_authz: None,
     };
     let running = app::start(&config, app).await?;
     tokio::time::timeout(

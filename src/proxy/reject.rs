@@ -169,12 +169,17 @@ impl Rejection {
         }
     }
 
-    pub fn response(&self) -> Response<Body> {
-        let body = format!(
+    /// The JSON body every refusal carries: `{"error", "reason"}`.
+    pub fn body(&self) -> String {
+        format!(
             r#"{{"error":"{}","reason":"{}"}}"#,
             self.error(),
             self.reason()
-        );
+        )
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        let body = self.body();
         let mut resp = Response::new(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})

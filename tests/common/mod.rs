@@ -94,6 +94,7 @@ pub struct Builder {
     configmap: bool,
     vars: Vec<(String, String)>,
     forward_auth: Option<claimgate::config::ForwardAuthConfig>,
+    ext_authz: Option<claimgate::config::ExtAuthzConfig>,
 }
 
 /// A started stack with the default policy, keys loaded.
@@ -120,7 +121,21 @@ impl Builder {
             configmap: false,
             vars: Vec::new(),
             forward_auth: None,
+            ext_authz: None,
         }
+    }
+
+    /// Also serves Envoy ext_authz over gRPC on a loopback port, answering
+    /// `gateways` (CIDRs).
+    pub fn ext_authz(mut self, gateways: &[&str]) -> Self {
+        self.ext_authz = Some(claimgate::config::ExtAuthzConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            gateways: gateways
+                .iter()
+                .map(|g| claimgate::forward::forwarded::Cidr::parse(g).unwrap())
+                .collect(),
+        });
+        self
     }
 
     /// Also serves the forward-auth door on a loopback port, answering
@@ -239,6 +254,7 @@ impl Builder {
             log_format: LogFormat::Text,
             reload: self.reload,
             forward_auth: self.forward_auth,
+            ext_authz: self.ext_authz,
         };
         let running = app::start(&config, app).await.unwrap();
         if self.wait_keys {
@@ -446,4 +462,25 @@ pub async fn send(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
+}
+
+/// Runs the Python client against the stack's ext_authz listener.
+/// (`tests/interop/ext_authz_client.py`: grpcio with Envoy's own stubs.)
+pub fn envoy_checks(s: &Stack, cases: &Value) -> Value {
+    let addr = s.running().ext_authz_addr.expect("ext_authz configured");
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/ext_authz_client.py"
+        ))
+        .arg(addr.to_string())
+        .arg(cases.to_string())
+        .output()
+        .expect("python3 is needed: run the tests with `bash scripts/test.sh`");
+    assert!(
+        out.status.success(),
+        "the grpcio client failed (run `bash scripts/test.sh`, which installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client output")
 }
