@@ -352,7 +352,7 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
     let admin = tokio::spawn(crate::admin::serve(admin_listener, app.clone(), rx.clone()));
     let auto_reload = config.reload.watch || !config.reload.poll_interval.is_zero();
     let watcher = match &app.policy_dir {
-        Some(dir) if auto_reload => Some(crate::watch::spawn(
+        Some(dir) if auto_reload => Some(crate::policy_watch::spawn(
             app.clone(),
             dir.clone(),
             config.reload.clone(),

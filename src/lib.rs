@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod claims;
 pub mod config;
 pub mod decision;
 pub mod demo;
@@ -16,7 +17,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod policy;
 pub mod policy_test;
+pub mod policy_watch;
 pub mod proxy;
 pub mod snapshot;
 pub mod token;
-pub mod watch;

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
 use crate::app::App;
-use crate::config::docs::origin;
+use crate::config::schema::origin;
 use crate::config::{yaml, Limits, PolicySource};
 use crate::explain::{explain, Case, Credential, Explanation};
 

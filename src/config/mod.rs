@@ -9,9 +9,9 @@
 //! [`Snapshot`]: crate::snapshot::Snapshot
 
 mod compile;
-pub mod docs;
 mod duration;
 pub mod error;
+pub mod schema;
 pub mod yaml;
 
 use std::net::SocketAddr;
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use compile::{compile, digest, PolicySource};
-pub use docs::{LogFormat, ProcessDoc};
 pub use error::{ConfigError, ConfigErrors, Origin};
+pub use schema::{LogFormat, ProcessDoc};
 pub use yaml::{EnvVars, Vars};
 
 /// The process configuration, validated.

@@ -12,7 +12,7 @@
 //! - a kid-miss during the cooldown schedules one load at its end, so a
 //!   flood delays a real rotation by at most one cooldown.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -88,44 +88,6 @@ struct State {
     unknown_kids: HashMap<String, Instant>,
     /// The last answer's `ETag` / `Last-Modified`.
     validators: Option<Validators>,
-}
-
-/// What an operator-forced load changed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct KeyChange {
-    pub issuer: String,
-    /// Kids (or `#n` for keys without one) now published and not before.
-    pub added: Vec<String>,
-    /// Kids no longer published: tokens they verified are refused from now
-    /// on, cached ones included.
-    pub removed: Vec<String>,
-    pub keys: usize,
-    /// Why the load failed; the previous keys stay in place.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// One key as the operator sees it: no key material.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KeyInfo {
-    pub kid: Option<String>,
-    pub kty: &'static str,
-    pub algorithms: Vec<&'static str>,
-}
-
-/// The state of one issuer's keys, for `GET /admin/keys`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StoreInfo {
-    pub issuer: String,
-    pub source: String,
-    pub loaded: bool,
-    pub keys: Vec<KeyInfo>,
-    /// Seconds since the last successful load (a 304 counts).
-    pub age_seconds: Option<u64>,
-    /// Seconds until the next scheduled (or deferred kid-miss) load.
-    pub next_refresh_seconds: Option<u64>,
-    /// The last load's error, if the last load failed.
-    pub last_error: Option<String>,
 }
 
 impl JwksStore {
@@ -486,107 +448,6 @@ impl JwksStore {
             .ok_or_else(|| JwksError::Fetch("discovery document has no jwks_uri".into()))?;
         Ok(jwks_uri.to_string())
     }
-
-    /// The operator's view of this store: keys (no material), age, the next
-    /// load, the last error.
-    pub fn info(&self) -> StoreInfo {
-        let keys = self
-            .current()
-            .map(|set| {
-                set.keys()
-                    .iter()
-                    .map(|k| KeyInfo {
-                        kid: k.kid.clone(),
-                        kty: k.kty,
-                        algorithms: k.algorithms.iter().map(|a| a.name()).collect(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let state = self.state();
-        let now = Instant::now();
-        let next = match (state.next_load_at, state.deferred) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        StoreInfo {
-            issuer: self.issuer.clone(),
-            source: self.source.to_string(),
-            loaded: self.is_loaded(),
-            keys,
-            age_seconds: state.last_success.map(|t| t.elapsed().as_secs()),
-            next_refresh_seconds: next.map(|t| t.saturating_duration_since(now).as_secs()),
-            last_error: state.last_error.clone(),
-        }
-    }
-
-    /// Keeps the keys fresh until the returned task is aborted: a load now,
-    /// then one every refresh period (jittered) after a success, sooner after
-    /// a failure, and each kid-miss load deferred to the end of a cooldown.
-    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let store = Arc::downgrade(self);
-        let wake = self.wake.clone();
-        tokio::spawn(async move {
-            let mut next_scheduled = tokio::time::Instant::now();
-            loop {
-                let Some(s) = store.upgrade() else { return };
-                let deferred = s.state().deferred.map(tokio::time::Instant::from_std);
-                let due = deferred.map_or(next_scheduled, |d| d.min(next_scheduled));
-                s.state().next_load_at = Some(next_scheduled.into_std());
-                drop(s);
-                // Sleep until something is due; a newly deferred load wakes us
-                // to recompute.
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = wake.notified() => continue,
-                }
-                let Some(s) = store.upgrade() else { return };
-                let now = tokio::time::Instant::now();
-                if deferred.is_some_and(|d| d <= now) && s.state().deferred.is_some() {
-                    let _gate = s.load_gate.lock().await;
-                    let _ = s.load_locked(Trigger::KidMiss).await;
-                }
-                if next_scheduled <= now {
-                    let _gate = s.load_gate.lock().await;
-                    let wait = match s.load_locked(Trigger::Scheduled).await {
-                        Ok(_) => jittered(
-                            s.state().next_interval.unwrap_or(s.refresh.interval),
-                            random_unit(),
-                        ),
-                        Err(_) => RETRY_AFTER_FAILURE.min(s.refresh.interval),
-                    };
-                    next_scheduled = tokio::time::Instant::now() + wait;
-                }
-            }
-        })
-    }
-}
-
-/// `period` moved by up to ±10 %: `unit` in [0, 1) picks where.
-pub(crate) fn jittered(period: Duration, unit: f64) -> Duration {
-    period.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0))
-}
-
-/// A uniform number in [0, 1) from the system's random source.
-fn random_unit() -> f64 {
-    let mut b = [0u8; 8];
-    match aws_lc_rs::rand::fill(&mut b) {
-        // 53 random bits: every such fraction is exact in an f64.
-        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
-    }
-}
-
-/// The names of a key set's keys: kids, or `#i` for keys without one.
-fn kid_names(set: Option<&KeySet>) -> BTreeSet<String> {
-    set.map(|s| {
-        s.keys()
-            .iter()
-            .enumerate()
-            .map(|(i, k)| k.kid.clone().unwrap_or_else(|| format!("#{i}")))
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 fn same_keys(a: &Option<Arc<KeySet>>, b: &Option<Arc<KeySet>>) -> bool {
@@ -596,6 +457,14 @@ fn same_keys(a: &Option<Arc<KeySet>>, b: &Option<Arc<KeySet>>) -> bool {
         _ => false,
     }
 }
+
+mod report;
+mod schedule;
+
+use report::kid_names;
+pub use report::{KeyChange, KeyInfo, StoreInfo};
+#[cfg(test)]
+use schedule::{jittered, random_unit};
 
 #[cfg(test)]
 mod tests;

@@ -153,7 +153,7 @@ mod tests {
             token_from: vec![crate::token::extract::TokenSource::Bearer],
             max_lifetime: None,
             max_sub_bytes: 1024,
-            locations: crate::policy::rule::ClaimLocations::compile(
+            locations: crate::claims::ClaimLocations::compile(
                 &crate::token::Profile::Generic.locations(),
                 &[],
             )

@@ -8,8 +8,8 @@ use crate::jwks::Algorithm;
 
 use super::extract::TokenSource;
 use super::Profile;
+use crate::claims::ClaimLocations;
 use crate::jwks::JwksStore;
-use crate::policy::rule::ClaimLocations;
 
 /// One trusted token issuer.
 pub struct Issuer {

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::policy::rule::LocationTexts;
+use crate::claims::LocationTexts;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -12,6 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
 
+pub use crate::claims::Claims;
+
 use super::error::TokenError;
 use super::issuer::{Issuer, Issuers};
 use super::json::parse_strict;
@@ -19,26 +21,6 @@ use super::json::parse_strict;
 /// Header parameters that point key selection at attacker-controlled
 /// material, or demand semantics we do not implement (RFC 8725 §3.10, rule 3).
 const REFUSED_HEADERS: [&str; 5] = ["crit", "jku", "jwk", "x5u", "x5c"];
-
-/// The verified claims of a token, untrusted claims already removed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Claims {
-    root: Value,
-}
-
-impl Claims {
-    /// Claims from a JSON object (used by `explain --claims` and tests).
-    pub fn from_object(map: Map<String, Value>) -> Self {
-        Self {
-            root: Value::Object(map),
-        }
-    }
-
-    /// The claims as one JSON object.
-    pub fn root(&self) -> &Value {
-        &self.root
-    }
-}
 
 /// A token that passed every check.
 #[derive(Clone)]

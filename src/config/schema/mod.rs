@@ -1,0 +1,276 @@
+//! The configuration documents exactly as written in YAML. Every struct
+//! rejects unknown keys; `Spanned` fields remember their line so that
+//! errors found after parsing can still name it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::duration;
+use super::error::{ConfigErrors, Origin};
+use super::{ExtAuthzConfig, ForwardAuthConfig, Limits, ProcessConfig, ReloadSettings, TlsFiles};
+use crate::forward::forwarded::Cidr;
+
+// === process file ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessDoc {
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: Spanned<String>,
+    pub policies: PathBuf,
+    #[serde(default)]
+    pub tls: Option<TlsDoc>,
+    #[serde(default)]
+    pub limits: LimitsDoc,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub reload: ReloadDoc,
+    /// The forward-auth front door (nginx `auth_request`, Traefik
+    /// `ForwardAuth`, Envoy HTTP ext_authz), on a listener of its own.
+    pub forward_auth: Option<Spanned<ForwardAuthDoc>>,
+    /// The Envoy ext_authz gRPC door (Istio CUSTOM, Envoy Gateway), on a
+    /// listener of its own.
+    pub ext_authz: Option<Spanned<ExtAuthzDoc>>,
+}
+
+/// The ext_authz gRPC listener and the Envoys it answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzDoc {
+    pub listen: String,
+    /// The Envoys' addresses: only they may ask (SECURITY.md rule 21).
+    pub gateways: Vec<String>,
+}
+
+/// The forward-auth listener and the gateways it answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthDoc {
+    pub listen: String,
+    /// The gateways' addresses (`10.0.0.0/8`, `127.0.0.1`): only they may
+    /// say which request is decided (SECURITY.md rule 21). Required.
+    pub gateways: Vec<String>,
+    /// Envoy's HTTP ext_authz `path_prefix`: the check request's path is
+    /// this prefix and the original path.
+    #[serde(default)]
+    pub path_prefix: String,
+}
+
+/// When the policy directory is read again, besides SIGHUP and
+/// `POST /admin/reload`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadDoc {
+    /// Watch the directory (inotify); survives ConfigMap `..data` swaps.
+    pub watch: Option<bool>,
+    /// Quiet time after the last change before reloading.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub debounce: Option<Duration>,
+    /// Re-read the directory this often as a backstop; `0s` turns it off.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub poll_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDoc {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDoc {
+    pub max_token_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub header_read_timeout: Option<Duration>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_concurrent_streams: Option<u32>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub upstream_connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub upstream_response_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub request_timeout: Option<Duration>,
+    pub max_body_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub shutdown_grace: Option<Duration>,
+    pub token_cache_entries: Option<usize>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub drain_delay: Option<Duration>,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(
+        "0.0.0.0:8080".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(
+        "127.0.0.1:9090".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// The origin of a spanned value in `file`.
+pub fn origin<T>(file: &Path, s: &Spanned<T>) -> Origin {
+    Origin::new(file, s.referenced.line(), s.referenced.column())
+}
+
+impl ProcessDoc {
+    pub fn validate(self, path: &Path) -> Result<ProcessConfig, ConfigErrors> {
+        let mut errs = ConfigErrors::default();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut addr = |s: &Spanned<String>, what: &str| match s.value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(
+                    origin(path, s),
+                    format!(
+                        "{what} `{}` is not an address such as 127.0.0.1:8080",
+                        s.value
+                    ),
+                );
+                None
+            }
+        };
+        let listen = addr(&self.listen, "listen");
+        let admin_listen = addr(&self.admin_listen, "admin_listen");
+        let d = Limits::default();
+        let l = self.limits;
+        let limits = Limits {
+            max_token_bytes: l.max_token_bytes.unwrap_or(d.max_token_bytes),
+            header_read_timeout: l.header_read_timeout.unwrap_or(d.header_read_timeout),
+            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+            max_headers: l.max_headers.unwrap_or(d.max_headers),
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_concurrent_streams: l.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
+            upstream_connect_timeout: l
+                .upstream_connect_timeout
+                .unwrap_or(d.upstream_connect_timeout),
+            upstream_response_timeout: l
+                .upstream_response_timeout
+                .unwrap_or(d.upstream_response_timeout),
+            request_timeout: l.request_timeout.unwrap_or(d.request_timeout),
+            max_body_bytes: l.max_body_bytes.or(d.max_body_bytes),
+            shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
+            token_cache_entries: l.token_cache_entries.unwrap_or(d.token_cache_entries),
+            drain_delay: l.drain_delay.unwrap_or(d.drain_delay),
+        };
+        let rd = ReloadSettings::default();
+        let reload = ReloadSettings {
+            watch: self.reload.watch.unwrap_or(rd.watch),
+            debounce: self.reload.debounce.unwrap_or(rd.debounce),
+            poll_interval: self.reload.poll_interval.unwrap_or(rd.poll_interval),
+        };
+        if limits.max_header_bytes < 8192 {
+            // hyper refuses an HTTP/1 buffer under 8 KiB.
+            errs.push(
+                Origin::file(path),
+                "limits.max_header_bytes must be at least 8192",
+            );
+        }
+        if limits.max_connections == 0 {
+            errs.push(
+                Origin::file(path),
+                "limits.max_connections must be at least 1",
+            );
+        }
+        let forward_auth = self.forward_auth.and_then(|fa| {
+            let at = origin(path, &fa);
+            let doc = fa.value;
+            let listen = doc.listen.parse().map_err(|_| {
+                errs.push(
+                    at.clone(),
+                    format!(
+                        "forward_auth.listen `{}` is not an address such as 127.0.0.1:8081",
+                        doc.listen
+                    ),
+                )
+            });
+            let gateways = gateways(&mut errs, &at, "forward_auth", &doc.gateways);
+            if !doc.path_prefix.is_empty() && !doc.path_prefix.starts_with('/') {
+                errs.push(at, "forward_auth.path_prefix must start with `/`");
+            }
+            Some(ForwardAuthConfig {
+                listen: listen.ok()?,
+                gateways,
+                path_prefix: doc.path_prefix.trim_end_matches('/').to_string(),
+            })
+        });
+        let ext_authz = self.ext_authz.and_then(|ea| {
+            let at = origin(path, &ea);
+            let doc = ea.value;
+            let listen = doc.listen.parse().map_err(|_| {
+                errs.push(
+                    at.clone(),
+                    format!(
+                        "ext_authz.listen `{}` is not an address such as 0.0.0.0:9001",
+                        doc.listen
+                    ),
+                )
+            });
+            let gateways = gateways(&mut errs, &at, "ext_authz", &doc.gateways);
+            Some(ExtAuthzConfig {
+                listen: listen.ok()?,
+                gateways,
+            })
+        });
+        let config = ProcessConfig {
+            ext_authz,
+            forward_auth,
+            listen: listen.unwrap_or(([0, 0, 0, 0], 0).into()),
+            admin_listen: admin_listen.unwrap_or(([127, 0, 0, 1], 0).into()),
+            policies: base.join(&self.policies),
+            tls: self.tls.map(|t| TlsFiles {
+                cert: base.join(t.cert),
+                key: base.join(t.key),
+            }),
+            limits,
+            log_format: self.log_format,
+            reload,
+        };
+        errs.into_result(config)
+    }
+}
+
+/// A door's `gateways`: address blocks, at least one.
+fn gateways(errs: &mut ConfigErrors, at: &Origin, door: &str, list: &[String]) -> Vec<Cidr> {
+    let mut out = Vec::new();
+    for g in list {
+        match Cidr::parse(g) {
+            Ok(c) => out.push(c),
+            Err(e) => errs.push(at.clone(), format!("{door}.gateways: {e}")),
+        }
+    }
+    if list.is_empty() {
+        errs.push(
+            at.clone(),
+            format!("{door}.gateways must name the gateways' addresses: only they may say which request is decided"),
+        );
+    }
+    out
+}
+
+mod policy;
+pub use policy::*;
