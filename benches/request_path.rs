@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claimgate::config::{compile, PolicySource};
-use claimgate::demo::keys::{jwks, SigningKey};
 use claimgate::jwks::Algorithm;
 use claimgate::jwks::{Fetcher, JwksStore, KeySource};
 use claimgate::metrics::Metrics;
 use claimgate::policy::rule::{Ctx, RequestFacts};
 use claimgate::snapshot::Snapshot;
+use claimgate::testkit::keys::{jwks, SigningKey};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use std::hint::black_box;

@@ -1,8 +1,11 @@
 //! claimgate: a reverse proxy that verifies JWTs, decides with RBAC policies
 //! over their claims, and forwards the verified claims as headers.
 //!
-//! The request path is one straight line (see `proxy::pipeline`):
-//! route → hygiene → extract → verify → decide → inject → upstream → respond.
+//! One decision core (`decision`: route → hygiene → extract → verify →
+//! decide → render) and front doors over it (`proxy`: the reverse proxy,
+//! forward-auth, Envoy ext_authz; the Hasura webhook; `explain`). The
+//! layering, leaves first: `claims` → `jwks`, `token`, `policy`, `forward`
+//! → `decision` → `proxy`, `admin`, `explain` → `app`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -10,6 +13,7 @@ pub mod app;
 pub mod claims;
 pub mod config;
 pub mod decision;
+#[cfg(feature = "testkit")]
 pub mod demo;
 pub mod explain;
 pub mod forward;
@@ -20,4 +24,6 @@ pub mod policy_test;
 pub mod policy_watch;
 pub mod proxy;
 pub mod snapshot;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod token;

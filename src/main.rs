@@ -30,6 +30,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the embedded demo: proxy, echo upstream, JWKS and example tokens.
+    #[cfg(feature = "testkit")]
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -118,6 +119,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Run { config } => run(config).await,
+            #[cfg(feature = "testkit")]
             Command::Demo {
                 listen,
                 admin_listen,
@@ -317,6 +319,7 @@ async fn run(path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "testkit")]
 async fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
     init_logs(LogFormat::Text);
     let demo = match claimgate::demo::start(listen, admin_listen).await {

@@ -247,7 +247,7 @@ fn explain_prints_route_trace_decision_and_headers() {
 
 #[test]
 fn explain_verifies_a_token_against_the_issuers_keys() {
-    use claimgate::demo::keys::{jwks, SigningKey};
+    use claimgate::testkit::keys::{jwks, SigningKey};
     let key = SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("p")).unwrap();
@@ -300,8 +300,9 @@ async fn keys_shows_and_reloads_a_running_instance() {
     assert!(text.contains("test  source: http://"), "{text}");
     assert!(text.contains("kid k1  EC  ES256"), "{text}");
 
-    let k2 = claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
-    s.idp.set(&claimgate::demo::keys::jwks([&k2]));
+    let k2 =
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
+    s.idp.set(&claimgate::testkit::keys::jwks([&k2]));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_claimgate"))
         .args(["keys", "--admin", &admin, "--reload", "--issuer", "test"])
         .output()

@@ -8,9 +8,9 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use claimgate::demo::keys::{jwks, SigningKey};
-use claimgate::demo::servers::{EchoServer, JwksServer};
 use claimgate::jwks::Algorithm;
+use claimgate::testkit::keys::{jwks, SigningKey};
+use claimgate::testkit::servers::{EchoServer, JwksServer};
 use http::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};

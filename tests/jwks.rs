@@ -117,7 +117,7 @@ async fn keys_older_than_max_stale_are_dropped_until_the_idp_returns() {
     );
 
     // The IdP is back: keys return without a restart.
-    s.idp.set(&claimgate::demo::keys::jwks([&s.key]));
+    s.idp.set(&claimgate::testkit::keys::jwks([&s.key]));
     tokio::time::timeout(Duration::from_secs(15), async {
         while s.get_with_token("/me", &token).await.status != StatusCode::OK {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -265,8 +265,9 @@ async fn a_304_keeps_the_keys_and_is_counted() {
     assert!(keys["issuers"][0]["age_seconds"].as_u64().unwrap() <= 2);
     // A changed document is fetched whole again.
     let rotated =
-        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
-    s.idp.set(&claimgate::demo::keys::jwks([&s.key, &rotated]));
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
+    s.idp
+        .set(&claimgate::testkit::keys::jwks([&s.key, &rotated]));
     let fetched = metrics
         .jwks_fetches
         .with_label_values(&["test", "success"])
@@ -301,8 +302,8 @@ async fn an_operator_reload_drops_a_removed_key_at_once() {
     let old = s.token(json!({}));
     assert_eq!(s.get_with_token("/me", &old).await.status, StatusCode::OK);
     let new_key =
-        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
-    s.idp.set(&claimgate::demo::keys::jwks([&new_key]));
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k2");
+    s.idp.set(&claimgate::testkit::keys::jwks([&new_key]));
     // Without the call, the cached token would pass until the next refresh.
     assert_eq!(s.get_with_token("/me", &old).await.status, StatusCode::OK);
 

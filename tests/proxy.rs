@@ -42,7 +42,7 @@ async fn missing_token_is_401_without_error_code() {
 async fn token_faults_are_401_invalid_token_and_reach_nothing() {
     let s = stack().await;
     let other =
-        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
     let good = s.gold_token();
     let tampered = {
         let (head, sig) = good.rsplit_once('.').unwrap();
@@ -318,7 +318,7 @@ async fn not_ready_until_keys_load_and_503_meanwhile() {
     assert_eq!(r.reason(), "keys_unavailable");
     assert_eq!(s.upstream.count(), 0);
     // The IdP recovers; the retry (refresh_interval 1s) loads the keys.
-    s.idp.set(&claimgate::demo::keys::jwks([&s.key]));
+    s.idp.set(&claimgate::testkit::keys::jwks([&s.key]));
     tokio::time::timeout(Duration::from_secs(10), s.running().app.wait_keys_loaded())
         .await
         .unwrap();
@@ -456,10 +456,12 @@ async fn h2c_and_request_bodies_pass_through() {
 #[tokio::test]
 async fn keys_from_a_jwks_file() {
     let dir = tempfile::tempdir().unwrap();
-    let key =
-        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::EdDSA, "file-key");
+    let key = claimgate::testkit::keys::SigningKey::generate(
+        claimgate::jwks::Algorithm::EdDSA,
+        "file-key",
+    );
     let path = dir.path().join("keys.json");
-    std::fs::write(&path, claimgate::demo::keys::jwks([&key]).to_string()).unwrap();
+    std::fs::write(&path, claimgate::testkit::keys::jwks([&key]).to_string()).unwrap();
     let policy = common::POLICY
         .replace(
             "jwks_uri: ${JWKS_URI}",
@@ -505,9 +507,9 @@ async fn verified_token_cache_hits_and_dies_with_its_key() {
     // The IdP drops the key (rotation); after the next refresh (1s) the
     // cached token must fail too.
     let other =
-        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k9");
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k9");
     let before = s.idp.fetches();
-    s.idp.set(&claimgate::demo::keys::jwks([&other]));
+    s.idp.set(&claimgate::testkit::keys::jwks([&other]));
     s.wait_for_fetches(before + 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let r = s.get_with_token("/orders/7", &token).await;
@@ -543,9 +545,9 @@ async fn a_replaced_issuer_stops_polling_its_old_idp_even_with_cached_tokens() {
         s.get_with_token("/orders/7", &s.gold_token()).await.status,
         StatusCode::OK
     );
-    let new_idp = claimgate::demo::servers::JwksServer::start(
+    let new_idp = claimgate::testkit::servers::JwksServer::start(
         ([127, 0, 0, 1], 0).into(),
-        &claimgate::demo::keys::jwks([&s.key]),
+        &claimgate::testkit::keys::jwks([&s.key]),
     )
     .await
     .unwrap();
@@ -586,7 +588,7 @@ async fn the_request_deadline_bounds_every_wait() {
         .await;
     s.idp.set_delay(Duration::from_secs(3));
     let stranger =
-        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "new");
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "new");
     let token = stranger.sign(&common::claims(json!({})));
     let started = std::time::Instant::now();
     let r = s.get_with_token("/me", &token).await;

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use claimgate::demo::keys::SigningKey;
 use claimgate::jwks::Algorithm;
+use claimgate::testkit::keys::SigningKey;
 use common::idp::{OidcProvider, AUDIENCE};
 use common::{Builder, Stack};
 use http::StatusCode;

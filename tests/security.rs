@@ -3,8 +3,8 @@
 
 mod common;
 
-use claimgate::demo::keys::SigningKey;
 use claimgate::jwks::Algorithm;
+use claimgate::testkit::keys::SigningKey;
 use common::{claims, stack, Builder};
 use http::StatusCode;
 use serde_json::json;
@@ -269,7 +269,7 @@ async fn rule_11_a_rotated_key_is_fetched_on_its_first_token() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // The IdP publishes a new key; a token signed with it arrives.
     let new = SigningKey::generate(Algorithm::RS256, "k2");
-    s.idp.set(&claimgate::demo::keys::jwks([&s.key, &new]));
+    s.idp.set(&claimgate::testkit::keys::jwks([&s.key, &new]));
     let token = new.sign(&claims(json!({"user_role": "admin"})));
     let r = s.get_with_token("/orders/7", &token).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -360,7 +360,7 @@ async fn an_algorithm_the_named_key_does_not_allow_is_refused_without_a_refresh(
     // `k1` is an ES256 key; the same kid with ES384 in the header.
     let header = serde_json::json!({"alg": "ES384", "kid": "k1"}).to_string();
     let other =
-        claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES384, "k1");
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES384, "k1");
     let token = other.sign_raw(&header, &common::claims(serde_json::json!({})).to_string());
     let r = s.get_with_token("/me", &token).await;
     assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);

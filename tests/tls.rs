@@ -133,8 +133,9 @@ async fn private_ca_jwks(jwks: serde_json::Value) -> (u16, String) {
 
 #[tokio::test]
 async fn jwks_behind_a_private_ca_needs_its_ca_file() {
-    let key = claimgate::demo::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
-    let (port, ca_pem) = private_ca_jwks(claimgate::demo::keys::jwks([&key])).await;
+    let key =
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
+    let (port, ca_pem) = private_ca_jwks(claimgate::testkit::keys::jwks([&key])).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca_pem).unwrap();

@@ -101,7 +101,7 @@ pub(super) async fn run<T: Tracer>(
     };
     let set = match authorize(
         route,
-        claims.root(),
+        &claims,
         &issuer,
         &facts,
         requested_role.as_deref(),
@@ -239,12 +239,13 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
 /// rendered before any is set, so a bad value refuses the whole request.
 pub fn authorize<T: Tracer>(
     route: &Route,
-    claims: &serde_json::Value,
+    claims: &Claims,
     issuer: &Issuer,
     request: &RequestFacts<'_>,
     requested_role: Option<&str>,
     trace: &mut T,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Rejection> {
+    let claims = claims.root();
     if let Some(rule) = &route.allow {
         let ctx = RuleCtx {
             claims,

@@ -2,9 +2,6 @@
 //! echo upstream, a freshly generated signing key served as a JWKS over
 //! loopback HTTP, and tokens for three users.
 
-pub mod keys;
-pub mod servers;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +11,8 @@ use serde_json::json;
 
 use crate::app::{self, App, Running};
 use crate::config::{Limits, LogFormat, PolicySource, ProcessConfig};
-use keys::SigningKey;
-use servers::{EchoServer, JwksServer};
+use crate::testkit::keys::SigningKey;
+use crate::testkit::servers::{EchoServer, JwksServer};
 
 /// The demo policy, as shipped in `policies/demo/demo.yaml`.
 pub const POLICY: &str = include_str!("../../policies/demo/demo.yaml");
@@ -40,7 +37,7 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         .await
         .map_err(|e| e.to_string())?;
     let key = SigningKey::generate(Algorithm::ES256, "demo-key-1");
-    let idp = JwksServer::start(loopback, &keys::jwks([&key]))
+    let idp = JwksServer::start(loopback, &crate::testkit::keys::jwks([&key]))
         .await
         .map_err(|e| e.to_string())?;
     let vars: HashMap<String, String> = [

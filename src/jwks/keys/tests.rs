@@ -78,7 +78,7 @@ fn issuer_allow_list_narrows_keys() {
 /// it knows (differential test of the DER and point encodings).
 #[test]
 fn parsed_keys_agree_with_jsonwebtoken() {
-    use crate::demo::keys::SigningKey;
+    use crate::testkit::keys::SigningKey;
     for alg in ASYMMETRIC {
         let signer = SigningKey::generate(alg, "k");
         let set = parse(

@@ -1,5 +1,5 @@
 use super::*;
-use crate::demo::keys::{jwks, SigningKey};
+use crate::testkit::keys::{jwks, SigningKey};
 
 const REFRESH: Refresh = Refresh {
     interval: Duration::from_secs(3600),
