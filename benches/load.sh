@@ -3,6 +3,8 @@
 #   1. the echo upstream directly          (no proxy)
 #   2. claimgate, public route             (pass-through: routing + hygiene)
 #   3. claimgate, authenticated route      (verify ES256 + decide + 5 headers)
+#   4. claimgate's forward-auth door, the same request as a gateway asks it
+#      (the decision alone: no upstream call)
 # Prints requests/s and latency for each, and the ratios.
 #
 #   bash benches/load.sh [seconds=10] [connections=32]
@@ -23,6 +25,7 @@ trap 'kill $pid 2>/dev/null; rm -f "$out"' EXIT
 for _ in $(seq 100); do grep -q '^  GOLD=' "$out" && break; sleep 0.1; done
 gold=$(grep '^  GOLD=' "$out" | cut -d= -f2)
 upstream=$(grep '^  upstream' "$out" | awk '{print $2}')
+fauth=$(grep '^  forward_auth' "$out" | awk '{print $2}')
 [ -n "$gold" ] && [ -n "$upstream" ] || { echo "demo did not start" >&2; exit 1; }
 
 run() { # name url [header]
@@ -40,5 +43,7 @@ echo "wrk -t2 -c$conns -d${secs}s, $(nproc) cores, loopback" >&2
 direct=$(run "upstream direct" "$upstream/orders/7")
 public=$(run "claimgate public route" "http://127.0.0.1:$port/healthz")
 authed=$(run "claimgate ES256 + policy" "http://127.0.0.1:$port/orders/7" -H "Authorization: Bearer $gold")
-awk -v d="$direct" -v p="$public" -v a="$authed" 'BEGIN {
-  printf "ratios: public/direct %.2f   auth/public %.2f   auth/direct %.2f\n", p/d, a/p, a/d }' >&2
+checked=$(run "forward-auth, same request" "$fauth" -H "Authorization: Bearer $gold" \
+  -H "X-Original-URI: /orders/7" -H "X-Original-Method: GET" -H "X-Forwarded-Host: 127.0.0.1")
+awk -v d="$direct" -v p="$public" -v a="$authed" -v f="$checked" 'BEGIN {
+  printf "ratios: public/direct %.2f   auth/public %.2f   auth/direct %.2f   forward-auth/auth %.2f\n", p/d, a/p, a/d, f/a }' >&2

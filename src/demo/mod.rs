@@ -10,7 +10,8 @@ use crate::jwks::Algorithm;
 use serde_json::json;
 
 use crate::app::{self, App, Running};
-use crate::config::{Limits, LogFormat, PolicySource, ProcessConfig};
+use crate::config::{ForwardAuthConfig, Limits, LogFormat, PolicySource, ProcessConfig};
+use crate::forward::forwarded::Cidr;
 use crate::testkit::keys::SigningKey;
 use crate::testkit::servers::{EchoServer, JwksServer};
 
@@ -60,7 +61,13 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         limits,
         log_format: LogFormat::Text,
         reload: Default::default(),
-        forward_auth: None,
+        // The forward-auth door on a loopback port, for gateways on this
+        // machine (and the load script's side-by-side run).
+        forward_auth: Some(ForwardAuthConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            gateways: vec![Cidr::parse("127.0.0.0/8")?],
+            path_prefix: String::new(),
+        }),
         ext_authz: None,
     };
     let running = app::start(&config, app).await?;
@@ -109,11 +116,16 @@ impl Demo {
         );
         let base = format!("http://{}", self.running.addr);
         let admin_url = format!("http://{}", self.running.admin_addr);
+        let forward_auth = self
+            .running
+            .forward_auth_addr
+            .map_or(String::new(), |a| format!("http://{a}/auth"));
         format!(
             r#"claimgate demo is running.
   proxy      {base}
   admin      {admin_url}  (/metrics, /readyz)
   upstream   {up} (echoes what it receives)
+  forward_auth {forward_auth}  (nginx auth_request / Traefik ForwardAuth; loopback gateways)
   JWKS       {jwks}
 
 Tokens (ES256, valid for one hour):
