@@ -42,6 +42,12 @@ pub struct Metrics {
     pub jwks_last_success: IntGaugeVec,
     /// Verified-token cache lookups by result (`hit`, `miss`).
     pub token_cache_lookups: IntCounterVec,
+    /// Introspection calls by issuer and result (`active`, `inactive`,
+    /// `error`, `refused`, `throttled`).
+    pub introspection_calls: IntCounterVec,
+    pub introspection_duration: HistogramVec,
+    /// Introspection answer cache lookups by issuer and result.
+    pub introspection_cache_lookups: IntCounterVec,
     /// Policy loads by result.
     pub config_reloads: IntCounterVec,
     /// Generation of the serving snapshot.
@@ -115,10 +121,10 @@ impl Metrics {
             "Unix time of the last successful JWKS load per issuer.",
             &["issuer"],
         );
-        let histogram = |name: &str, help: &str| {
+        let histogram_by = |name: &str, help: &str, label: &str| {
             let h = HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
-                &["route"],
+                &[label],
             )
             .expect("valid metric");
             registry
@@ -126,13 +132,30 @@ impl Metrics {
                 .expect("unique metric");
             h
         };
-        let request_duration = histogram(
+        let request_duration = histogram_by(
             "claimgate_request_duration_seconds",
             "Time from request head to response head, by route.",
+            "route",
         );
-        let upstream_duration = histogram(
+        let upstream_duration = histogram_by(
             "claimgate_upstream_duration_seconds",
             "Time from sending a request upstream to its response head, by route.",
+            "route",
+        );
+        let introspection_duration = histogram_by(
+            "claimgate_introspection_duration_seconds",
+            "Time of one introspection call, by issuer.",
+            "issuer",
+        );
+        let introspection_calls = counter(
+            "claimgate_introspection_calls_total",
+            "Introspection calls (and throttled attempts), by issuer and result.",
+            &["issuer", "result"],
+        );
+        let introspection_cache_lookups = counter(
+            "claimgate_introspection_cache_lookups_total",
+            "Introspection answer cache lookups, by issuer and result.",
+            &["issuer", "result"],
         );
         let config_generation = IntGauge::new(
             "claimgate_config_generation",
@@ -155,6 +178,9 @@ impl Metrics {
             jwks_keys,
             jwks_last_success,
             token_cache_lookups,
+            introspection_calls,
+            introspection_duration,
+            introspection_cache_lookups,
             config_reloads,
             config_generation,
         }

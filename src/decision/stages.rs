@@ -19,6 +19,7 @@ use crate::policy::{Matched, Route};
 use crate::proxy::Rejection;
 use crate::snapshot::Snapshot;
 use crate::token::extract::TokenSource;
+use crate::token::introspect::{self, Which};
 use crate::token::{self, Claims, Issuer, TokenError};
 
 /// What the stages found: the issuer and cache use even when refused.
@@ -169,6 +170,9 @@ struct Verification {
 /// more after a key load when the `kid` was unknown (rotation), then the
 /// issuer's own source check.
 async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource) -> Verification {
+    if !introspect::looks_like_jwt(token) {
+        return introspected(ctx, route, token, source).await;
+    }
     let snapshot = ctx.snapshot;
     let accepted = route.issuers.as_deref();
     let cached = ctx
@@ -227,10 +231,84 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
             cache.insert(token, &verified, ctx.now);
         }
     }
+    // `tokens: all`: a JWT is introspected too, so that a revocation takes
+    // effect within `cache_ttl` (the JWT's own claims stay the claims).
+    let all = verified.issuer.introspection.as_ref();
+    if let Some(i) = all.filter(|i| i.settings.which == Which::All) {
+        let asked = i
+            .introspect(&verified.issuer, &snapshot.issuers, token, ctx.now)
+            .await;
+        if let Err(e) = asked {
+            return Verification {
+                issuer,
+                cache_hit,
+                result: Err(Rejection::Token(e)),
+            };
+        }
+    }
     Verification {
         issuer,
         cache_hit,
         result: Ok(verified),
+    }
+}
+
+/// An opaque token: asked of the first issuer (by name) the route accepts
+/// that introspects (SECURITY.md rule 22).
+async fn introspected(
+    ctx: &Ctx<'_>,
+    route: &Route,
+    token: &str,
+    source: &TokenSource,
+) -> Verification {
+    let snapshot = ctx.snapshot;
+    let accepted = route.issuers.as_deref();
+    let refused = |issuer: Option<Arc<Issuer>>, e: TokenError| Verification {
+        issuer,
+        cache_hit: None,
+        result: Err(Rejection::Token(e)),
+    };
+    let mut candidates: Vec<(&Arc<Issuer>, &Arc<introspect::Introspector>)> = snapshot
+        .issuers
+        .iter()
+        .filter(|i| accepted.is_none_or(|names| names.contains(&i.name)))
+        .filter_map(|i| i.introspection.as_ref().map(|x| (i, x)))
+        .collect();
+    candidates.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let Some((issuer, introspector)) = candidates.first().copied() else {
+        return refused(None, TokenError::Malformed("not three parts"));
+    };
+    // Rule 2 for opaque tokens: bounded, printable, before any call.
+    if token.len() > snapshot.max_token_bytes {
+        let max = snapshot.max_token_bytes;
+        return refused(None, TokenError::TooLarge { max });
+    }
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return refused(None, TokenError::Malformed("not printable"));
+    }
+    if !issuer.token_from.contains(source) {
+        let e = TokenError::SourceNotAllowed(source.to_string());
+        return refused(Some(issuer.clone()), e);
+    }
+    match introspector
+        .introspect(issuer, &snapshot.issuers, token, ctx.now)
+        .await
+    {
+        Ok(claims) => Verification {
+            issuer: Some(issuer.clone()),
+            cache_hit: None,
+            result: Ok(token::Verified {
+                issuer: issuer.clone(),
+                exp: claims
+                    .root()
+                    .get("exp")
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(0.0),
+                claims,
+                key_fingerprint: 0,
+            }),
+        },
+        Err(e) => refused(Some(issuer.clone()), e),
     }
 }
 

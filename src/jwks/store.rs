@@ -138,6 +138,12 @@ impl JwksStore {
         &self.issuer
     }
 
+    /// The registry this store counts into (its issuer's other parts, such
+    /// as introspection, count into the same one).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The current keys, or `None` before the first successful load.
     pub fn current(&self) -> Option<Arc<KeySet>> {
         self.keys.load_full()

@@ -31,7 +31,6 @@ use crate::config::ExtAuthzConfig;
 use crate::decision::telemetry::{self, Record};
 use crate::decision::{self, Ctx, Seen};
 use crate::jwks::unix_now;
-use crate::token::TokenError;
 
 /// The gRPC service name Envoy calls (and the health service reports).
 pub const SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -182,7 +181,8 @@ fn head(req: &CheckRequest) -> Result<Parts, Rejection> {
 /// headers and body the client gets.
 fn denied(r: &Rejection) -> CheckResponse {
     let code = match r {
-        Rejection::Token(TokenError::KeysUnavailable) | Rejection::RequestTimeout => UNAVAILABLE,
+        Rejection::Token(e) if e.is_unavailable() => UNAVAILABLE,
+        Rejection::RequestTimeout => UNAVAILABLE,
         Rejection::Token(_) => UNAUTHENTICATED,
         _ => PERMISSION_DENIED,
     };

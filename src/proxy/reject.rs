@@ -93,7 +93,7 @@ impl Rejection {
             Rejection::Hasura(_) | Rejection::WebhookDenied(_) => Decision::Denied,
             Rejection::NoRoute => Decision::NoRoute,
             Rejection::RequiredHeaderEmpty(_) | Rejection::Denied => Decision::Denied,
-            Rejection::Token(TokenError::KeysUnavailable) => Decision::Unavailable,
+            Rejection::Token(e) if e.is_unavailable() => Decision::Unavailable,
             Rejection::Token(_) => Decision::Unauthenticated,
             Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => Decision::UpstreamError,
             Rejection::RequestTimeout => Decision::Timeout,
@@ -112,7 +112,7 @@ impl Rejection {
             Rejection::Hasura(_) => StatusCode::FORBIDDEN,
             Rejection::WebhookDenied(_) => StatusCode::UNAUTHORIZED,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
-            Rejection::Token(TokenError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
             Rejection::Denied | Rejection::RequiredHeaderEmpty(_) => StatusCode::FORBIDDEN,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -127,7 +127,7 @@ impl Rejection {
     fn challenge(&self) -> Option<&'static str> {
         match self {
             Rejection::Token(TokenError::Missing) => Some(r#"Bearer realm="claimgate""#),
-            Rejection::Token(TokenError::KeysUnavailable) => None,
+            Rejection::Token(e) if e.is_unavailable() => None,
             Rejection::Token(_) => Some(r#"Bearer realm="claimgate", error="invalid_token""#),
             Rejection::BadCredentials(_) => {
                 Some(r#"Bearer realm="claimgate", error="invalid_request""#)
@@ -145,7 +145,7 @@ impl Rejection {
     /// The OAuth-style error name in the body.
     fn error(&self) -> &'static str {
         match self {
-            Rejection::Token(TokenError::KeysUnavailable) => "temporarily_unavailable",
+            Rejection::Token(e) if e.is_unavailable() => "temporarily_unavailable",
             Rejection::Token(_) => "invalid_token",
             Rejection::Denied | Rejection::WebhookDenied(_) | Rejection::RequiredHeaderEmpty(_) => {
                 "insufficient_scope"

@@ -20,8 +20,9 @@ use hyper_util::server::conn::auto;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-/// Serves `handler` on `addr` (HTTP/1.1 and h2c) until the task is aborted.
-async fn serve<F, Fut>(
+/// Serves `handler` (HTTP/1.1 and h2c) on `addr` until the task is aborted:
+/// also for the tests' scripted servers.
+pub async fn serve<F, Fut>(
     addr: SocketAddr,
     handler: F,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>

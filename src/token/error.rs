@@ -48,6 +48,15 @@ pub enum TokenError {
     /// The issuer refuses tokens carrying claims a client could have set.
     #[error("token carries the untrusted claim `{0}`")]
     UntrustedClaim(String),
+    /// Introspection said `active: false` (revoked, expired, unknown).
+    #[error("the issuer says the token is not active")]
+    Inactive,
+    /// Too many introspection calls in flight or per second (503).
+    #[error("too many introspection calls: try again")]
+    IntrospectionBusy,
+    /// The introspection endpoint failed or could not be reached (503).
+    #[error("the introspection endpoint did not answer")]
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
@@ -74,6 +83,20 @@ impl TokenError {
             TokenError::SourceNotAllowed(_) => "token_source_not_allowed",
             TokenError::LifetimeTooLong => "lifetime_too_long",
             TokenError::UntrustedClaim(_) => "untrusted_claim",
+            TokenError::Inactive => "token_inactive",
+            TokenError::IntrospectionBusy => "introspection_busy",
+            TokenError::IntrospectionUnavailable => "introspection_unavailable",
         }
+    }
+
+    /// Not the token's fault: the keys or the introspection endpoint are not
+    /// there yet or now (503, no challenge).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            TokenError::KeysUnavailable
+                | TokenError::IntrospectionBusy
+                | TokenError::IntrospectionUnavailable
+        )
     }
 }

@@ -36,6 +36,8 @@ pub struct Issuer {
     /// Where the shorthands (`role`, `tenant_role`, ...) read.
     pub locations: ClaimLocations,
     pub keys: Arc<JwksStore>,
+    /// Opaque tokens (and, if configured, every token) are introspected.
+    pub introspection: Option<Arc<super::introspect::Introspector>>,
 }
 
 impl Issuer {
@@ -56,6 +58,8 @@ impl Issuer {
             && self.max_sub_bytes == other.max_sub_bytes
             && self.locations == other.locations
             && Arc::ptr_eq(&self.keys, &other.keys)
+            && self.introspection.as_ref().map(|i| &i.settings)
+                == other.introspection.as_ref().map(|i| &i.settings)
     }
 }
 
@@ -76,6 +80,14 @@ pub struct Issuers {
 }
 
 impl Issuers {
+    /// The issuers of one issuer (to verify what only it may have signed).
+    pub fn single(issuer: Arc<Issuer>) -> Self {
+        let mut all = Self::default();
+        all.by_iss.insert(issuer.iss.clone(), issuer.clone());
+        all.by_name.insert(issuer.name.clone(), issuer);
+        all
+    }
+
     pub fn insert(&mut self, issuer: Issuer) {
         let issuer = Arc::new(issuer);
         self.by_iss.insert(issuer.iss.clone(), issuer.clone());

@@ -1,9 +1,11 @@
 //! The token stages: `extract` finds the one token of a request, `verify`
-//! turns it into trusted [`Claims`] or a [`TokenError`].
+//! turns it into trusted [`Claims`] or a [`TokenError`]; `introspect` asks
+//! the issuer about opaque tokens.
 
 pub mod cache;
 pub mod error;
 pub mod extract;
+pub mod introspect;
 pub mod issuer;
 pub mod json;
 pub mod profile;

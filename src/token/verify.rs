@@ -50,17 +50,23 @@ fn refuse(error: TokenError) -> Refused {
     }
 }
 
-/// Verifies `token` against `issuers` at Unix time `now`.
-///
-/// `accepted` restricts which issuers (by name) the route takes. Every
-/// failure is a `Refused`; nothing here panics on client input.
-pub fn verify(
+/// A token whose signature verified with a key of the issuer its `iss`
+/// names: its header and payload, parsed once.
+struct Signed {
+    issuer: Arc<Issuer>,
+    header: Map<String, Value>,
+    payload: Map<String, Value>,
+    key_fingerprint: u64,
+}
+
+/// The structural checks, the issuer by `iss`, the key, the signature: all
+/// of verification but the claims.
+fn signed(
     token: &str,
     issuers: &Issuers,
     accepted: Option<&[String]>,
     max_bytes: usize,
-    now: u64,
-) -> Result<Verified, Refused> {
+) -> Result<Signed, Refused> {
     // Rule 2: size and charset before any decoding.
     if token.len() > max_bytes {
         return Err(refuse(TokenError::TooLarge { max: max_bytes }));
@@ -111,7 +117,7 @@ pub fn verify(
         Some(_) => return Err(refuse(TokenError::Malformed("kid is not a string"))),
     };
 
-    let mut payload = decode_object(p64).map_err(|_| refuse(TokenError::Malformed("payload")))?;
+    let payload = decode_object(p64).map_err(|_| refuse(TokenError::Malformed("payload")))?;
     // Rule 5: `iss` must be a string equal to the issuer the key belongs to.
     // The issuer is chosen by `iss` and only its keys are tried.
     let issuer = match payload.get("iss") {
@@ -161,6 +167,37 @@ pub fn verify(
         });
     }
     let key_fingerprint = good.ok_or_else(|| fail(TokenError::BadSignature))?;
+    Ok(Signed {
+        issuer: issuer.clone(),
+        header,
+        payload,
+        key_fingerprint,
+    })
+}
+
+/// Verifies `token` against `issuers` at Unix time `now`.
+///
+/// `accepted` restricts which issuers (by name) the route takes. Every
+/// failure is a `Refused`; nothing here panics on client input.
+pub fn verify(
+    token: &str,
+    issuers: &Issuers,
+    accepted: Option<&[String]>,
+    max_bytes: usize,
+    now: u64,
+) -> Result<Verified, Refused> {
+    let Signed {
+        issuer,
+        header,
+        mut payload,
+        key_fingerprint,
+    } = signed(token, issuers, accepted, max_bytes)?;
+    let issuer = &issuer;
+    let fail = |error| Refused {
+        issuer: Some(issuer.clone()),
+        error,
+        kid: None,
+    };
 
     // The profile's token kind: RFC 9068 `typ`, Descope `drn`.
     if let Some(want) = issuer.profile.required_typ() {
@@ -247,15 +284,36 @@ fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: u64) -> Resul
     if !audience_ok {
         return Err(TokenError::WrongAudience);
     }
-    // Rule 5: a signed token with an empty or unbounded identity never
-    // reaches an upstream that keys on it.
+    check_identity(claims, issuer).map(|()| exp)
+}
+
+/// Rule 5: a signed token (or an introspection answer naming a `sub`) with
+/// an empty or unbounded identity never reaches an upstream that keys on it:
+/// `sub` is a string with a non-blank character and at most the issuer's
+/// `max_sub_length` bytes.
+pub(crate) fn check_identity(
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+) -> Result<(), TokenError> {
     match claims.get("sub") {
         Some(Value::String(sub))
             if sub.len() <= issuer.max_sub_bytes && sub.chars().any(|c| !c.is_whitespace()) =>
         {
-            Ok(exp)
+            Ok(())
         }
         Some(_) => Err(TokenError::InvalidClaim("sub")),
         None => Err(TokenError::MissingClaim("sub")),
     }
+}
+
+/// A JWT signed by one of `issuer`'s keys and naming it in `iss` (an RFC
+/// 9701 introspection answer): its payload, with no claim checks.
+pub(crate) fn verify_signed(
+    token: &str,
+    issuer: &Arc<Issuer>,
+) -> Result<Map<String, Value>, TokenError> {
+    let only = Issuers::single(issuer.clone());
+    signed(token, &only, None, 64 * 1024)
+        .map(|s| s.payload)
+        .map_err(|r| r.error)
 }

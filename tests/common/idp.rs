@@ -24,8 +24,13 @@ pub struct OidcProvider {
 }
 
 impl OidcProvider {
-    /// Starts the provider signing access tokens with `alg`.
+    /// Starts the provider signing JWT access tokens with `alg`.
     pub fn start(alg: &str) -> Self {
+        Self::start_with(alg, "jwt")
+    }
+
+    /// Starts the provider with `format` access tokens (`jwt` or `opaque`).
+    pub fn start_with(alg: &str, format: &str) -> Self {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp");
         assert!(
             std::path::Path::new(dir)
@@ -37,6 +42,7 @@ impl OidcProvider {
             .arg("provider.mjs")
             .current_dir(dir)
             .env("IDP_ALG", alg)
+            .env("IDP_FORMAT", format)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -44,9 +50,11 @@ impl OidcProvider {
             .expect("node is needed: run the tests with `bash scripts/test.sh`");
         let stdin = child.stdin.take().expect("stdin");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("provider output");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("provider output");
+        // Keep reading what it prints: a closed pipe would kill it (EPIPE)
+        // the first time oidc-provider logs something.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let ready: Value = serde_json::from_str(&line).expect("the provider's ready line");
         Self {
             issuer: ready["issuer"].as_str().expect("issuer").to_string(),
@@ -101,6 +109,26 @@ impl OidcProvider {
             .call("POST", &format!("/_test/rotate?mode={mode}"), None)
             .await;
         answer["kid"].as_str().expect("kid").to_string()
+    }
+
+    /// Revokes `token` at the provider (RFC 7009).
+    pub async fn revoke(&self, token: &str) {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(format!("{}/token/revocation", self.issuer))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "authorization",
+                "Basic Y2xhaW1nYXRlLXRlc3Q6dGVzdC1zZWNyZXQ=",
+            );
+        req = req.header("accept", "application/json");
+        let body = Full::new(Bytes::from(format!("token={token}")));
+        let resp = self
+            .client
+            .request(req.body(body).unwrap())
+            .await
+            .expect("provider");
+        assert_eq!(resp.status(), 200, "revocation");
     }
 
     /// GETs of the JWKS endpoint so far.

@@ -3,6 +3,9 @@
 //
 //   node tests/idp/provider.mjs            (env: IDP_ALG, default ES256)
 //
+// Env: IDP_ALG (default ES256), IDP_FORMAT (`jwt` default, or `opaque`
+// access tokens: introspection, RFC 7662 / RFC 9701, and revocation).
+//
 // Prints one JSON line {"issuer": "http://127.0.0.1:PORT"} once it listens.
 // Clients: `claimgate-test` / `test-secret` (client_credentials, JWT access
 // tokens for the resource https://api.test, signed with IDP_ALG).
@@ -20,6 +23,8 @@ import Provider from 'oidc-provider';
 
 const AUDIENCE = 'https://api.test';
 let alg = process.env.IDP_ALG || 'ES256';
+// `jwt` (default) or `opaque` access tokens.
+const format = process.env.IDP_FORMAT || 'jwt';
 let keys = [];
 let handler = null;
 let jwksFetches = 0;
@@ -48,15 +53,19 @@ function build() {
       redirect_uris: [],
       response_types: [],
       id_token_signed_response_alg: alg,
+      // RFC 9701 answers when asked with Accept: application/token-introspection+jwt.
+      introspection_signed_response_alg: alg,
     }],
     jwks: { keys },
     enabledJWA: {
       idTokenSigningAlgValues: [...new Set(['RS256', 'ES256', 'ES512', 'Ed25519', 'EdDSA', alg])],
+      introspectionSigningAlgValues: [...new Set(['RS256', 'ES256', alg])],
     },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
+      jwtIntrospection: { enabled: true },
       revocation: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -66,7 +75,7 @@ function build() {
           scope: 'orders:read orders:write',
           audience: AUDIENCE,
           accessTokenTTL: 600,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: format,
           jwt: { sign: { alg } },
         }),
       },

@@ -2,6 +2,10 @@
 //! the same way).
 
 use super::*;
+use crate::config::schema::IntrospectionDoc;
+use crate::token::introspect::{
+    Answer as IntrospectionAnswer, ClientAuth, Introspector, Settings, Which,
+};
 
 impl Compiler {
     pub(super) fn issuer(
@@ -228,7 +232,21 @@ impl Compiler {
                 return;
             }
         };
+        let introspection = match doc
+            .introspection
+            .map(|i| introspection_settings(file, i, doc.discovery.clone(), doc.allow_http))
+        {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                self.errs
+                    .push(at, format!("issuer `{name}`: introspection: {e}"));
+                return;
+            }
+        };
         let keys = stores(&name, &source, &algorithms, refresh);
+        let introspection =
+            introspection.map(|s| Arc::new(Introspector::new(&name, s, keys.metrics())));
         self.issuers.insert(Issuer {
             name,
             iss,
@@ -243,6 +261,7 @@ impl Compiler {
             max_sub_bytes: doc.max_sub_length.unwrap_or(DEFAULT_MAX_SUB_BYTES),
             locations,
             keys,
+            introspection,
         });
     }
 
@@ -285,4 +304,72 @@ impl Compiler {
             admin_secret,
         })
     }
+}
+
+/// An issuer's `introspection:` block, checked.
+fn introspection_settings(
+    file: &Path,
+    doc: IntrospectionDoc,
+    discovery: Option<String>,
+    allow_http: bool,
+) -> Result<Settings, String> {
+    if doc.endpoint.is_none() && discovery.is_none() {
+        return Err("give `endpoint`, or use `discovery` to find it".into());
+    }
+    if let Some(url) = &doc.endpoint {
+        if !(url.starts_with("https://") || (url.starts_with("http://") && allow_http)) {
+            return Err(format!(
+                "endpoint {url:?} must be https (or http with allow_http)"
+            ));
+        }
+    }
+    let auth = match doc.auth.as_deref() {
+        None | Some("client_secret_basic") => ClientAuth::Basic,
+        Some("client_secret_post") => ClientAuth::Post,
+        Some(other) => {
+            return Err(format!(
+                "auth `{other}` is not supported (client_secret_basic, client_secret_post)"
+            ))
+        }
+    };
+    let which = match doc.tokens.as_deref() {
+        None | Some("opaque") => Which::Opaque,
+        Some("all") => Which::All,
+        Some(other) => return Err(format!("tokens `{other}` is neither `opaque` nor `all`")),
+    };
+    let answer = match doc.response.as_deref() {
+        None | Some("json") => IntrospectionAnswer::Json,
+        Some("jwt") => IntrospectionAnswer::Jwt,
+        Some("phantom") => IntrospectionAnswer::Phantom,
+        Some(other) => {
+            return Err(format!(
+                "response `{other}` is not `json`, `jwt` (RFC 9701) or `phantom`"
+            ))
+        }
+    };
+    let client_secret =
+        secret_ref(file, &doc.client_secret).map_err(|e| format!("client_secret {e}"))?;
+    // Read once here so that a missing secret is a load error, not a 503.
+    client_secret
+        .read()
+        .map_err(|e| format!("client_secret: {e}"))?;
+    let max_in_flight = doc.max_in_flight.unwrap_or(16);
+    let max_per_second = doc.max_per_second.unwrap_or(50);
+    if max_in_flight == 0 || max_per_second == 0 {
+        return Err("max_in_flight and max_per_second must be at least 1".into());
+    }
+    Ok(Settings {
+        endpoint: doc.endpoint,
+        discovery,
+        allow_http,
+        client_id: doc.client_id,
+        client_secret,
+        auth,
+        which,
+        answer,
+        cache_ttl: doc.cache_ttl.unwrap_or(Duration::from_secs(60)),
+        inactive_ttl: doc.inactive_ttl.unwrap_or(Duration::from_secs(5)),
+        max_in_flight,
+        max_per_second,
+    })
 }

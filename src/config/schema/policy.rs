@@ -97,6 +97,8 @@ pub struct IssuerDoc {
     /// Longest `sub` accepted, in bytes (default 1024). A `sub` must also
     /// hold a character other than white space.
     pub max_sub_length: Option<usize>,
+    /// Opaque tokens: ask the issuer's introspection endpoint (RFC 7662).
+    pub introspection: Option<IntrospectionDoc>,
     /// Where the IdP keeps roles, tenants, scopes; and its token checks.
     #[serde(default)]
     pub profile: Profile,
@@ -111,6 +113,36 @@ pub struct IssuerDoc {
 pub struct SecretDoc {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+}
+
+/// An issuer's token introspection (RFC 7662 / RFC 9701 / phantom token).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionDoc {
+    /// The endpoint; default: the discovery document's
+    /// `introspection_endpoint` (needs `discovery`).
+    pub endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret: SecretDoc,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    pub auth: Option<String>,
+    /// `opaque` (default): tokens that are not JWTs; `all`: every token,
+    /// JWTs too (a revocation then takes effect within `cache_ttl`).
+    pub tokens: Option<String>,
+    /// `json` (RFC 7662, default), `jwt` (RFC 9701, signed by the issuer) or
+    /// `phantom` (`application/jwt`: the token's JWT).
+    pub response: Option<String>,
+    /// Longest an active answer is trusted (also never past its `exp`);
+    /// default 60 s: a revocation takes effect within it.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub cache_ttl: Option<Duration>,
+    /// How long `active: false` is remembered; default 5 s.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub inactive_ttl: Option<Duration>,
+    /// Calls in flight at once; default 16. Past it: 503 `introspection_busy`.
+    pub max_in_flight: Option<usize>,
+    /// Calls a second (bursts up to one second's worth); default 50.
+    pub max_per_second: Option<u32>,
 }
 
 /// Claim locations, each a JSONPath (tenant keys are member names).

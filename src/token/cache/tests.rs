@@ -40,6 +40,7 @@ async fn issuers(key: &SigningKey, dir: &tempfile::TempDir) -> Issuers {
         token_from: vec![crate::token::extract::TokenSource::Bearer],
         max_lifetime: None,
         max_sub_bytes: 1024,
+        introspection: None,
         locations: crate::claims::ClaimLocations::compile(
             &crate::token::Profile::Generic.locations(),
             &[],
