@@ -9,7 +9,8 @@
 //! cases:
 //!   - name: a customer reads their own order
 //!     request: GET /orders/7/owner/alice
-//!     claims: { sub: alice, scope: order }
+//!     claims: { sub: alice, scope: order }   # or token: ..., or
+//!     # introspection: { active: true, aud: api, ... } (an RFC 7662 answer)
 //!     expect:
 //!       decision: allowed
 //!       headers: { X-User-Id: alice }
@@ -54,6 +55,9 @@ struct CaseDoc {
     issuer: Option<String>,
     claims: Option<Map<String, Value>>,
     token: Option<String>,
+    /// An introspection answer (RFC 7662 JSON), as the issuer's endpoint
+    /// would give it for an opaque token.
+    introspection: Option<Map<String, Value>>,
     expect: ExpectDoc,
 }
 
@@ -207,14 +211,18 @@ fn build_case(c: &CaseDoc) -> Result<Case, String> {
         let value = HeaderValue::from_str(v).map_err(|_| format!("header `{k}`: bad value"))?;
         headers.append(name, value);
     }
-    let credential = match (&c.claims, &c.token) {
-        (Some(_), Some(_)) => return Err("give `claims` or `token`, not both".into()),
-        (Some(claims), None) => Credential::Claims {
+    let credential = match (&c.claims, &c.token, &c.introspection) {
+        (Some(claims), None, None) => Credential::Claims {
             claims: claims.clone(),
             issuer: c.issuer.clone(),
         },
-        (None, Some(t)) => Credential::Token(t.clone()),
-        (None, None) => Credential::Headers,
+        (None, Some(t), None) => Credential::Token(t.clone()),
+        (None, None, Some(answer)) => Credential::Introspection {
+            answer: answer.clone(),
+            issuer: c.issuer.clone(),
+        },
+        (None, None, None) => Credential::Headers,
+        _ => return Err("give one of `claims`, `token` and `introspection`".into()),
     };
     Ok(Case {
         method,

@@ -408,7 +408,7 @@ impl Introspector {
 /// `active` must be `true`; `exp` and `nbf` hold; `iss`, if given, is the
 /// issuer's; `aud` names one of the issuer's audiences; `sub`, if given, is
 /// a non-blank bounded string; untrusted claims removed (or refused).
-fn checked(
+pub fn checked(
     mut answer: Map<String, Value>,
     issuer: &Issuer,
     now: u64,
