@@ -315,6 +315,7 @@ fn core(c: &mut Criterion) {
         .into_parts()
         .0;
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     // The core never waits on a cached token: the runtime only polls once.
@@ -328,6 +329,59 @@ fn core(c: &mut Criterion) {
         b.iter(|| {
             let mut h = head.clone();
             let o = rt.block_on(claimgate::decision::decide(&ctx, &mut h, None));
+            black_box(o.verdict.is_ok())
+        })
+    });
+    // The same request with an opaque token whose introspection answer is
+    // cached (SECURITY.md rule 22): it must cost no more than the JWT hit.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let answer = json!({"active": true, "aud": "a", "sub": "bob", "scope": "order profile",
+        "subscription_level": "gold", "given_name": "Bob", "family_name": "Gold",
+        "metadata": {"region": "eu-west"}, "exp": now + 3600,
+        "tenants": {"acme": {"roles": ["analyst"]}}})
+    .to_string();
+    let (endpoint, _server) = rt.block_on(async move {
+        claimgate::testkit::servers::serve(([127, 0, 0, 1], 0).into(), move |_req| {
+            let answer = answer.clone();
+            async move {
+                http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(answer)))
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap()
+    });
+    let introspecting = PREAMBLE.replace(
+        "    allow_http: true\n",
+        &format!(
+            "    allow_http: true\n    introspection:\n      endpoint: http://{endpoint}/introspect\n      client_id: bench\n      client_secret: {{ file: {} }}\n",
+            secret.display()
+        ),
+    );
+    let snap_i = snapshot(&format!("{introspecting}{CORE_ROUTES}"), &[&es], &dir);
+    let ctx_i = claimgate::decision::Ctx {
+        snapshot: &snap_i,
+        cache: Some(&cache),
+        now,
+    };
+    let mut opaque_head = head.clone();
+    opaque_head.headers.insert(
+        "authorization",
+        http::HeaderValue::from_static("Bearer an-opaque-reference-token-0123456789"),
+    );
+    let first = rt.block_on(async {
+        let mut h = opaque_head.clone();
+        let o = claimgate::decision::decide(&ctx_i, &mut h, None).await;
+        o.verdict.map(|a| a.set.len()).map_err(|e| e.reason())
+    });
+    assert_eq!(first, Ok(5), "the opaque token is introspected and allowed");
+    c.bench_function("core/decide_cached_opaque_token_same_rule", |b| {
+        b.iter(|| {
+            let mut h = opaque_head.clone();
+            let o = rt.block_on(claimgate::decision::decide(&ctx_i, &mut h, None));
             black_box(o.verdict.is_ok())
         })
     });
