@@ -377,3 +377,66 @@ async fn a_flood_of_random_opaque_tokens_stays_under_the_cap() {
     assert!(throttled > 0);
     println!("flood: {made} calls in {elapsed:.1} s, {busy} busy");
 }
+
+/// A P-256 key: its PKCS#8 PEM and its public JWK (`kid` = `kid`).
+fn p256(kid: &str) -> (String, serde_json::Value) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::Engine;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    let point = pair.public_key().as_ref();
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwk = json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                     "x": url.encode(&point[1..33]), "y": url.encode(&point[33..])});
+    (pem, jwk)
+}
+
+/// `private_key_jwt` (RFC 7523): claimgate authenticates at the provider's
+/// introspection endpoint with an assertion signed by its own key; a key
+/// the provider does not know fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_authenticates_claimgate_at_the_endpoint() {
+    let (pem, jwk) = p256("pk1");
+    let op = OidcProvider::start_env("ES256", "opaque", &[("IDP_CLIENT_JWK", &jwk.to_string())]);
+    let token = op.token().await;
+    for (key, want) in [
+        (pem, StatusCode::OK),
+        (p256("pk1").0, StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client-key.pem");
+        std::fs::write(&file, key).unwrap();
+        let policy = op_policy(&file, "").replace(
+            "      client_id: claimgate-test\n      client_secret: { file:",
+            "      client_id: claimgate-pkjwt\n      auth: private_key_jwt\n      key_id: pk1\n      private_key: { file:",
+        );
+        assert!(policy.contains("private_key_jwt"));
+        let s = Builder::new()
+            .policy(&policy)
+            .var("OP_ISSUER", &op.issuer)
+            .start()
+            .await;
+        let r = s.get_with_token("/orders/1", &token).await;
+        assert_eq!(r.status, want, "{}", r.body);
+        if want == StatusCode::OK {
+            assert_eq!(
+                s.upstream.last().unwrap().headers["x-client-id"],
+                "claimgate-test"
+            );
+        } else {
+            assert_eq!(r.reason(), "introspection_unavailable");
+            assert_eq!(s.upstream.count(), 0);
+        }
+    }
+}

@@ -50,6 +50,9 @@ pub enum ClientAuth {
     Basic,
     /// `client_id` and `client_secret` in the form body.
     Post,
+    /// A client assertion JWT signed with the client's private key
+    /// (RFC 7523 §2.2, OIDC Core §9 `private_key_jwt`).
+    PrivateKeyJwt,
 }
 
 /// Which tokens are introspected.
@@ -85,7 +88,12 @@ pub struct Settings {
     pub discovery: Option<String>,
     pub allow_http: bool,
     pub client_id: String,
+    /// The client secret (`client_secret_basic` / `_post`), or the PKCS#8
+    /// PEM private key (`private_key_jwt`): read on every call, so a
+    /// rotated file is picked up.
     pub client_secret: SecretRef,
+    /// The `kid` of the private key, sent in the assertion's header.
+    pub key_id: Option<String>,
     pub auth: ClientAuth,
     pub which: Which,
     pub answer: Answer,
@@ -315,6 +323,15 @@ impl Introspector {
     async fn post(&self, token: &str) -> Result<Bytes, String> {
         let endpoint = self.endpoint().await?;
         let secret = self.settings.client_secret.read()?;
+        let assertion = match self.settings.auth {
+            ClientAuth::PrivateKeyJwt => Some(client_assertion(
+                &secret,
+                &self.settings.client_id,
+                self.settings.key_id.as_deref(),
+                &endpoint,
+            )?),
+            _ => None,
+        };
         let secret = String::from_utf8(secret).map_err(|_| "client secret is not UTF-8")?;
         let mut form = format!("token={}&token_type_hint=access_token", form_encode(token));
         let mut req = Request::post(endpoint.as_str())
@@ -346,6 +363,14 @@ impl Introspector {
                     form_encode(&secret)
                 ));
             }
+            ClientAuth::PrivateKeyJwt => {
+                form.push_str(&format!(
+                    "&client_id={}&client_assertion_type={}&client_assertion={}",
+                    form_encode(&self.settings.client_id),
+                    form_encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    assertion.unwrap_or_default()
+                ));
+            }
         }
         let req = req
             .body(Full::new(Bytes::from(form)))
@@ -355,8 +380,14 @@ impl Introspector {
             .request(req)
             .await
             .map_err(|e| format!("request failed: {e}"))?;
-        if resp.status() != StatusCode::OK {
-            return Err(format!("status {}", resp.status()));
+        let status = resp.status();
+        if status != StatusCode::OK {
+            // The IdP's own error text (RFC 6749 §5.2: `error`,
+            // `error_description`), bounded, for the log.
+            let body = Limited::new(resp.into_body(), 512).collect().await;
+            let text = body.map(|b| b.to_bytes()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            return Err(format!("status {status}: {}", text.escape_debug()));
         }
         Limited::new(resp.into_body(), MAX_BODY_BYTES)
             .collect()
@@ -454,6 +485,66 @@ pub fn checked(
         }
     }
     Ok(Claims::from_object(answer))
+}
+
+/// A client assertion (RFC 7523 §3): `iss` and `sub` the client, `aud` the
+/// endpoint, a fresh `jti`, one minute of life; signed ES256 (P-256), RS256
+/// or EdDSA by the PKCS#8 key in `pem`.
+pub fn client_assertion(
+    pem: &[u8],
+    client_id: &str,
+    kid: Option<&str>,
+    audience: &str,
+) -> Result<String, String> {
+    use aws_lc_rs::signature::{self, KeyPair};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem)
+        .map_err(|e| format!("private key: not a PKCS#8 PEM key: {e}"))?;
+    let der = der.secret_pkcs8_der();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let mut jti = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut jti).map_err(|_| "no randomness")?;
+    let now = crate::jwks::unix_now();
+    let claims = serde_json::json!({
+        "iss": client_id, "sub": client_id, "aud": audience,
+        "jti": URL_SAFE_NO_PAD.encode(jti), "iat": now, "exp": now + 60,
+    });
+    let sign = |alg: &str, f: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>| {
+        let mut header = serde_json::json!({"alg": alg, "typ": "JWT"});
+        if let Some(kid) = kid {
+            header["kid"] = Value::from(kid);
+        }
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = f(message.as_bytes())?;
+        Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    };
+    if let Ok(pair) =
+        signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+    {
+        return sign("ES256", &|m| {
+            pair.sign(&rng, m)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "signing failed".to_string())
+        });
+    }
+    if let Ok(pair) = signature::RsaKeyPair::from_pkcs8(der) {
+        return sign("RS256", &|m| {
+            let mut sig = vec![0; pair.public_modulus_len()];
+            pair.sign(&signature::RSA_PKCS1_SHA256, &rng, m, &mut sig)
+                .map(|()| sig)
+                .map_err(|_| "signing failed".to_string())
+        });
+    }
+    if let Ok(pair) = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+        let _ = pair.public_key();
+        return sign("EdDSA", &|m| Ok(pair.sign(m).as_ref().to_vec()));
+    }
+    Err("private key: neither P-256, RSA nor Ed25519".into())
 }
 
 fn key(token: &str) -> [u8; 32] {

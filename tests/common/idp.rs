@@ -31,6 +31,12 @@ impl OidcProvider {
 
     /// Starts the provider with `format` access tokens (`jwt` or `opaque`).
     pub fn start_with(alg: &str, format: &str) -> Self {
+        Self::start_env(alg, format, &[])
+    }
+
+    /// As [`start_with`](Self::start_with), with more of the script's
+    /// environment (`IDP_CLIENT_JWK`).
+    pub fn start_env(alg: &str, format: &str, env: &[(&str, &str)]) -> Self {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp");
         assert!(
             std::path::Path::new(dir)
@@ -43,6 +49,7 @@ impl OidcProvider {
             .current_dir(dir)
             .env("IDP_ALG", alg)
             .env("IDP_FORMAT", format)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -4,7 +4,9 @@
 //   node tests/idp/provider.mjs            (env: IDP_ALG, default ES256)
 //
 // Env: IDP_ALG (default ES256), IDP_FORMAT (`jwt` default, or `opaque`
-// access tokens: introspection, RFC 7662 / RFC 9701, and revocation).
+// access tokens: introspection, RFC 7662 / RFC 9701, and revocation),
+// IDP_CLIENT_JWK (a public JWK: adds the private_key_jwt client
+// `claimgate-pkjwt`).
 //
 // Prints one JSON line {"issuer": "http://127.0.0.1:PORT"} once it listens.
 // Clients: `claimgate-test` / `test-secret` (client_credentials, JWT access
@@ -25,6 +27,8 @@ const AUDIENCE = 'https://api.test';
 let alg = process.env.IDP_ALG || 'ES256';
 // `jwt` (default) or `opaque` access tokens.
 const format = process.env.IDP_FORMAT || 'jwt';
+// The public JWK of the `claimgate-pkjwt` client, when given.
+const clientJwk = process.env.IDP_CLIENT_JWK ? JSON.parse(process.env.IDP_CLIENT_JWK) : null;
 let keys = [];
 let handler = null;
 let jwksFetches = 0;
@@ -55,7 +59,19 @@ function build() {
       id_token_signed_response_alg: alg,
       // RFC 9701 answers when asked with Accept: application/token-introspection+jwt.
       introspection_signed_response_alg: alg,
-    }],
+    }, ...(clientJwk ? [{
+      // A resource server that authenticates with a signed assertion
+      // (RFC 7523, private_key_jwt) at the introspection endpoint.
+      client_id: 'claimgate-pkjwt',
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      id_token_signed_response_alg: alg,
+      introspection_signed_response_alg: alg,
+      jwks: { keys: [clientJwk] },
+    }] : [])],
     jwks: { keys },
     enabledJWA: {
       idTokenSigningAlgValues: [...new Set(['RS256', 'ES256', 'ES512', 'Ed25519', 'EdDSA', alg])],

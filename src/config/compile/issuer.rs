@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::schema::IntrospectionDoc;
 use crate::token::introspect::{
-    Answer as IntrospectionAnswer, ClientAuth, Introspector, Settings, Which,
+    client_assertion, Answer as IntrospectionAnswer, ClientAuth, Introspector, Settings, Which,
 };
 
 impl Compiler {
@@ -326,9 +326,10 @@ fn introspection_settings(
     let auth = match doc.auth.as_deref() {
         None | Some("client_secret_basic") => ClientAuth::Basic,
         Some("client_secret_post") => ClientAuth::Post,
+        Some("private_key_jwt") => ClientAuth::PrivateKeyJwt,
         Some(other) => {
             return Err(format!(
-                "auth `{other}` is not supported (client_secret_basic, client_secret_post)"
+                "auth `{other}` is not supported (client_secret_basic, client_secret_post, private_key_jwt)"
             ))
         }
     };
@@ -347,12 +348,25 @@ fn introspection_settings(
             ))
         }
     };
-    let client_secret =
-        secret_ref(file, &doc.client_secret).map_err(|e| format!("client_secret {e}"))?;
-    // Read once here so that a missing secret is a load error, not a 503.
-    client_secret
-        .read()
-        .map_err(|e| format!("client_secret: {e}"))?;
+    let (what, secret) = match (auth, &doc.client_secret, &doc.private_key) {
+        (ClientAuth::PrivateKeyJwt, None, Some(k)) => ("private_key", k),
+        (ClientAuth::Basic | ClientAuth::Post, Some(s), None) => ("client_secret", s),
+        (ClientAuth::PrivateKeyJwt, _, _) => {
+            return Err("private_key_jwt takes `private_key` (and no client_secret)".into())
+        }
+        _ => {
+            return Err(
+                "client_secret_basic and _post take `client_secret` (and no private_key)".into(),
+            )
+        }
+    };
+    let client_secret = secret_ref(file, secret).map_err(|e| format!("{what} {e}"))?;
+    // Read once here so that a missing secret or a bad key is a load error,
+    // not a 503 at the first opaque token.
+    let value = client_secret.read().map_err(|e| format!("{what}: {e}"))?;
+    if auth == ClientAuth::PrivateKeyJwt {
+        client_assertion(&value, &doc.client_id, None, "https://check.invalid")?;
+    }
     let max_in_flight = doc.max_in_flight.unwrap_or(16);
     let max_per_second = doc.max_per_second.unwrap_or(50);
     if max_in_flight == 0 || max_per_second == 0 {
@@ -364,6 +378,7 @@ fn introspection_settings(
         allow_http,
         client_id: doc.client_id,
         client_secret,
+        key_id: doc.key_id,
         auth,
         which,
         answer,

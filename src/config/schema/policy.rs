@@ -123,8 +123,15 @@ pub struct IntrospectionDoc {
     /// `introspection_endpoint` (needs `discovery`).
     pub endpoint: Option<String>,
     pub client_id: String,
-    pub client_secret: SecretDoc,
-    /// `client_secret_basic` (default) or `client_secret_post`.
+    /// For `client_secret_basic` / `client_secret_post`.
+    pub client_secret: Option<SecretDoc>,
+    /// For `private_key_jwt`: the client's PKCS#8 PEM private key (P-256,
+    /// RSA or Ed25519), from env or a file.
+    pub private_key: Option<SecretDoc>,
+    /// The private key's `kid`, sent in the assertion header.
+    pub key_id: Option<String>,
+    /// `client_secret_basic` (default), `client_secret_post` or
+    /// `private_key_jwt` (RFC 7523).
     pub auth: Option<String>,
     /// `opaque` (default): tokens that are not JWTs; `all`: every token,
     /// JWTs too (a revocation then takes effect within `cache_ttl`).
