@@ -24,13 +24,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::error::TokenError;
 use super::issuer::{Issuer, Issuers};
 use super::json::parse_strict;
-use super::verify::{check_identity, verify, verify_signed};
+use super::verify::{verify, verify_signed};
 use crate::claims::Claims;
 use crate::jwks::SecretRef;
 use crate::metrics::Metrics;
@@ -435,136 +435,9 @@ impl Introspector {
     }
 }
 
-/// RFC 7662 §2.2 and the JWT rules that apply (SECURITY.md rules 5, 8, 22):
-/// `active` must be `true`; `exp` and `nbf` hold; `iss`, if given, is the
-/// issuer's; `aud` names one of the issuer's audiences; `sub`, if given, is
-/// a non-blank bounded string; untrusted claims removed (or refused).
-pub fn checked(
-    mut answer: Map<String, Value>,
-    issuer: &Issuer,
-    now: u64,
-) -> Result<Claims, TokenError> {
-    match answer.remove("active") {
-        Some(Value::Bool(true)) => {}
-        _ => return Err(TokenError::Inactive),
-    }
-    let time = |name: &'static str| match answer.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(TokenError::InvalidClaim(name)),
-        Some(_) => Err(TokenError::InvalidClaim(name)),
-    };
-    let (now_f, leeway) = (now as f64, issuer.leeway as f64);
-    if time("exp")?.is_some_and(|exp| now_f >= exp + leeway) {
-        return Err(TokenError::Expired);
-    }
-    if time("nbf")?.is_some_and(|nbf| now_f + leeway < nbf) {
-        return Err(TokenError::NotYetValid);
-    }
-    match answer.get("iss") {
-        None => {}
-        Some(Value::String(iss)) if *iss == issuer.iss => {}
-        Some(_) => return Err(TokenError::UnknownIssuer),
-    }
-    let aud_ok = match answer.get("aud") {
-        Some(Value::String(a)) => issuer.audiences.contains(a),
-        Some(Value::Array(l)) => l.iter().any(|a| {
-            a.as_str()
-                .is_some_and(|a| issuer.audiences.iter().any(|x| x == a))
-        }),
-        _ => false,
-    };
-    if !aud_ok {
-        return Err(TokenError::WrongAudience);
-    }
-    if answer.contains_key("sub") {
-        check_identity(&answer, issuer)?;
-    }
-    for name in &issuer.untrusted_claims {
-        if answer.remove(name).is_some() && issuer.refuse_untrusted {
-            return Err(TokenError::UntrustedClaim(name.clone()));
-        }
-    }
-    Ok(Claims::from_object(answer))
-}
-
-/// A client assertion (RFC 7523 §3): `iss` and `sub` the client, `aud` the
-/// endpoint, a fresh `jti`, one minute of life; signed ES256 (P-256), RS256
-/// or EdDSA by the PKCS#8 key in `pem`.
-pub fn client_assertion(
-    pem: &[u8],
-    client_id: &str,
-    kid: Option<&str>,
-    audience: &str,
-) -> Result<String, String> {
-    use aws_lc_rs::signature::{self, KeyPair};
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use rustls_pki_types::pem::PemObject;
-    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem)
-        .map_err(|e| format!("private key: not a PKCS#8 PEM key: {e}"))?;
-    let der = der.secret_pkcs8_der();
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let mut jti = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut jti).map_err(|_| "no randomness")?;
-    let now = crate::jwks::unix_now();
-    let claims = serde_json::json!({
-        "iss": client_id, "sub": client_id, "aud": audience,
-        "jti": URL_SAFE_NO_PAD.encode(jti), "iat": now, "exp": now + 60,
-    });
-    let sign = |alg: &str, f: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>| {
-        let mut header = serde_json::json!({"alg": alg, "typ": "JWT"});
-        if let Some(kid) = kid {
-            header["kid"] = Value::from(kid);
-        }
-        let message = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let sig = f(message.as_bytes())?;
-        Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig)))
-    };
-    if let Ok(pair) =
-        signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-    {
-        return sign("ES256", &|m| {
-            pair.sign(&rng, m)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| "signing failed".to_string())
-        });
-    }
-    if let Ok(pair) = signature::RsaKeyPair::from_pkcs8(der) {
-        return sign("RS256", &|m| {
-            let mut sig = vec![0; pair.public_modulus_len()];
-            pair.sign(&signature::RSA_PKCS1_SHA256, &rng, m, &mut sig)
-                .map(|()| sig)
-                .map_err(|_| "signing failed".to_string())
-        });
-    }
-    if let Ok(pair) = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-        let _ = pair.public_key();
-        return sign("EdDSA", &|m| Ok(pair.sign(m).as_ref().to_vec()));
-    }
-    Err("private key: neither P-256, RSA nor Ed25519".into())
-}
-
 fn key(token: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-    out
-}
-
-/// `application/x-www-form-urlencoded` of one value.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
     out
 }
 
@@ -581,6 +454,13 @@ impl std::fmt::Debug for Introspector {
             .finish()
     }
 }
+
+mod answer;
+mod client_auth;
+
+pub use answer::checked;
+pub use client_auth::client_assertion;
+use client_auth::form_encode;
 
 #[cfg(test)]
 mod tests {
