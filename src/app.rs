@@ -68,6 +68,19 @@ pub enum ReloadKind {
 }
 
 impl App {
+    /// What the decision core uses for one request over `snapshot`: the
+    /// verified-token cache and the time now. Every front door starts here.
+    pub fn decision_ctx<'s>(
+        &'s self,
+        snapshot: &'s crate::snapshot::Snapshot,
+    ) -> crate::decision::Ctx<'s> {
+        crate::decision::Ctx {
+            snapshot,
+            cache: Some(&self.token_cache),
+            now: crate::jwks::unix_now(),
+        }
+    }
+
     /// Compiles the first snapshot. Key stores start loading in the
     /// background; see [`App::is_ready`]. Needs a Tokio runtime.
     pub fn new(

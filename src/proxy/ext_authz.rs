@@ -29,8 +29,7 @@ use super::Rejection;
 use crate::app::App;
 use crate::config::ExtAuthzConfig;
 use crate::decision::telemetry::{self, Record};
-use crate::decision::{self, Ctx, Seen};
-use crate::jwks::unix_now;
+use crate::decision::{self, Seen};
 
 /// The gRPC service name Envoy calls (and the health service reports).
 pub const SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -78,11 +77,7 @@ impl Authorization for Service {
 pub async fn check(app: &App, req: CheckRequest) -> CheckResponse {
     let started = Instant::now();
     let snapshot = app.snapshot();
-    let ctx = Ctx {
-        snapshot: &snapshot,
-        cache: Some(&app.token_cache),
-        now: unix_now(),
-    };
+    let ctx = app.decision_ctx(&snapshot);
     let mut head = match head(&req) {
         Ok(h) => h,
         Err(r) => {
@@ -105,19 +100,7 @@ pub async fn check(app: &App, req: CheckRequest) -> CheckResponse {
     match verdict {
         Ok(allowed) => {
             record(app, route, &seen, Ok(allowed.decision), started);
-            let headers = allowed
-                .set
-                .iter()
-                .map(|(k, v)| HeaderValueOption {
-                    header: Some(HeaderValue {
-                        key: k.to_string(),
-                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        raw_value: Vec::new(),
-                    }),
-                    append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-                    ..Default::default()
-                })
-                .collect();
+            let headers = allowed.set.iter().map(|(k, v)| overwrite(k, v)).collect();
             // What the proxy would have removed: hygiene's removals and the
             // credential (Envoy cannot remove `host` or pseudo-headers).
             let headers_to_remove = sent
@@ -190,15 +173,7 @@ fn denied(r: &Rejection) -> CheckResponse {
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| HeaderValueOption {
-            header: Some(HeaderValue {
-                key: k.to_string(),
-                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                raw_value: Vec::new(),
-            }),
-            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-            ..Default::default()
-        })
+        .map(|(k, v)| overwrite(k, v))
         .collect();
     CheckResponse {
         status: Some(rpc::Status {
@@ -213,6 +188,19 @@ fn denied(r: &Rejection) -> CheckResponse {
             headers,
             body: r.body(),
         })),
+        ..Default::default()
+    }
+}
+
+/// A header Envoy sets, replacing any value the request had.
+fn overwrite(name: &HeaderName, value: &http::HeaderValue) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            raw_value: Vec::new(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
     }
 }

@@ -27,8 +27,7 @@ use super::{Body, Rejection};
 use crate::app::App;
 use crate::config::ForwardAuthConfig;
 use crate::decision::telemetry::{self, Record};
-use crate::decision::{self, Ctx, Peer, Seen};
-use crate::jwks::unix_now;
+use crate::decision::{self, Peer, Seen};
 
 /// Answers one check request.
 pub async fn handle(
@@ -39,11 +38,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let snapshot = app.snapshot();
-    let ctx = Ctx {
-        snapshot: &snapshot,
-        cache: Some(&app.token_cache),
-        now: unix_now(),
-    };
+    let ctx = app.decision_ctx(&snapshot);
     let (parts, _body) = req.into_parts();
     let mut route = "none";
     let (seen, result) = match original_request(config, &parts, peer) {

@@ -23,7 +23,6 @@ use crate::decision::{self, Allowed, Ctx, Decision, Seen};
 use crate::forward;
 use crate::forward::forwarded::{self, FromProxy};
 use crate::forward::hasura;
-use crate::jwks::unix_now;
 use crate::policy::rule::NoTrace;
 use crate::policy::{Matched, Target};
 
@@ -33,11 +32,7 @@ pub use crate::decision::Peer;
 pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let started = Instant::now();
     let snapshot = app.snapshot();
-    let ctx = Ctx {
-        snapshot: &snapshot,
-        cache: Some(&app.token_cache),
-        now: unix_now(),
-    };
+    let ctx = app.decision_ctx(&snapshot);
     let (head, body) = req.into_parts();
     // Routing is quick and bounded; the deadline covers what may wait (keys,
     // the upstream), and a timeout is still counted under its route.
