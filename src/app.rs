@@ -103,6 +103,7 @@ impl App {
         )?;
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics.config_generation.set(1);
+        metrics.init_series(&snapshot);
         let upstream = UpstreamClient::new(
             limits.upstream_connect_timeout,
             limits.upstream_response_timeout,
@@ -130,13 +131,28 @@ impl App {
 
     /// Ready: not draining, and every issuer's keys loaded once (rule 12).
     pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Acquire)
-            && self
-                .snapshot
-                .load()
-                .issuers
-                .iter()
-                .all(|i| i.keys.is_loaded())
+        self.not_ready().is_none()
+    }
+
+    /// Why the process is not ready (`/readyz` says it), or `None`.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Acquire) {
+            return Some("draining (shutting down)".into());
+        }
+        let snapshot = self.snapshot.load();
+        let mut waiting: Vec<&str> = snapshot
+            .issuers
+            .iter()
+            .filter(|i| !i.keys.is_loaded())
+            .map(|i| i.name.as_str())
+            .collect();
+        waiting.sort_unstable();
+        (!waiting.is_empty()).then(|| {
+            format!(
+                "no keys loaded yet for issuer(s) {} (GET /admin/keys shows the last error)",
+                waiting.join(", ")
+            )
+        })
     }
 
     /// Waits until every issuer of the current snapshot has keys.
@@ -234,6 +250,7 @@ impl App {
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(snapshot.clone());
         self.metrics.config_generation.set(generation as i64);
+        self.metrics.init_series(&snapshot);
         // Cached tokens hold their issuer, and with it its key store: drop
         // those of changed issuers before pruning, or old stores would look
         // used and keep polling.

@@ -157,6 +157,28 @@ impl Metrics {
             "Introspection answer cache lookups, by issuer and result.",
             &["issuer", "result"],
         );
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "claimgate_build_info",
+                "Always 1; the labels say which claimgate this is.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, ... (Linux /proc).
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         let config_generation = IntGauge::new(
             "claimgate_config_generation",
             "Generation of the policy snapshot serving requests.",
@@ -183,6 +205,46 @@ impl Metrics {
             introspection_cache_lookups,
             config_reloads,
             config_generation,
+        }
+    }
+
+    /// Creates, at 0, every failure and outcome series of `snapshot`'s
+    /// routes and issuers, so that `rate()` alerts see 0 rather than no data
+    /// before the first failure. Labels are configuration names and enums
+    /// only.
+    pub fn init_series(&self, snapshot: &crate::snapshot::Snapshot) {
+        for result in ["success", "failure"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        for route in snapshot.router.routes() {
+            let r = route.name.as_str();
+            for d in crate::decision::Decision::ALL {
+                self.requests.with_label_values(&[r, d.as_str()]);
+            }
+            self.policy_denials.with_label_values(&[r]);
+            for kind in ["timeout", "unavailable"] {
+                self.upstream_errors.with_label_values(&[r, kind]);
+            }
+        }
+        for issuer in snapshot.issuers.iter() {
+            let i = issuer.name.as_str();
+            for result in ["success", "not_modified", "failure"] {
+                self.jwks_fetches.with_label_values(&[i, result]);
+            }
+            self.jwks_refreshes_suppressed.with_label_values(&[i]);
+            for reason in [
+                "bad_signature",
+                "expired",
+                "unknown_key",
+                "keys_unavailable",
+            ] {
+                self.auth_failures.with_label_values(&[i, reason]);
+            }
+            if issuer.introspection.is_some() {
+                for result in ["active", "inactive", "error", "refused", "throttled"] {
+                    self.introspection_calls.with_label_values(&[i, result]);
+                }
+            }
         }
     }
 

@@ -196,6 +196,23 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert_eq!(slow_line["fields"]["status"], 200);
     assert_eq!(slow_line["fields"]["issuer"], "test");
     assert!(slow_line["fields"]["latency_us"].as_u64() >= Some(2_500_000));
+    // Who asked for what, and what the upstream said — never the query.
+    let f = &slow_line["fields"];
+    assert_eq!(f["door"], "proxy");
+    assert_eq!(f["method"], "GET");
+    assert_eq!(f["path"], "/slow/2500");
+    assert_eq!(f["client"], "127.0.0.1");
+    assert_eq!(f["upstream_status"], 200);
+    let id = f["request_id"].as_str().unwrap();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    // No colour codes in a log that is not a terminal.
+    assert!(
+        !log.iter().any(|l| l.contains('\u{1b}')),
+        "ANSI codes in the log"
+    );
     assert!(access.iter().any(|v| v["fields"]["route"] == "any-user"));
     let all = log.join("\n");
     assert!(!all.contains(&token), "a token reached the log");

@@ -250,3 +250,37 @@ async fn a_trusted_proxy_extends_the_forwarding_headers_others_are_replaced() {
         assert_eq!(got.each_ref().map(|g| g.as_deref()), want, "{trust}");
     }
 }
+
+/// `X-Request-Id`: generated for every request (a client's own is replaced),
+/// kept from a trusted proxy; sent upstream, returned to the client, and in
+/// a refusal's body.
+#[tokio::test]
+async fn a_request_id_is_generated_or_kept_from_a_trusted_proxy() {
+    for (trust, kept) in [("", false), ("trusted_proxies: [127.0.0.0/8]\n", true)] {
+        let s = Builder::new()
+            .policy(&format!("{trust}{}", common::POLICY))
+            .start()
+            .await;
+        let auth = format!("Bearer {}", s.token(json!({})));
+        let r = s
+            .get(
+                "/me",
+                &[("authorization", &auth), ("x-request-id", "from-the-lb-42")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let upstream = common::last_header(&s, "x-request-id").unwrap();
+        assert_eq!(r.headers["x-request-id"], upstream.as_str());
+        if kept {
+            assert_eq!(upstream, "from-the-lb-42");
+        } else {
+            assert_eq!(upstream.len(), 32, "{upstream}");
+            assert!(upstream.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        // A refusal carries it too, in the header and the body.
+        let r = s.get("/me", &[]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(r.json()["request_id"], id.as_str());
+    }
+}

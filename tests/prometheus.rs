@@ -227,3 +227,35 @@ async fn a_real_prometheus_scrapes_claimgate() {
         .wait_for(&stack, r#"claimgate_jwks_keys{issuer="test"}"#, 1.0)
         .await;
 }
+
+/// Before any request or failure, every route's and issuer's failure series
+/// already reads 0 (so `rate()` alerts see 0, not "no data"), with the
+/// build's version and the process metrics.
+#[tokio::test]
+async fn failure_series_start_at_zero_with_build_and_process_metrics() {
+    let s = common::stack().await;
+    let m = s.admin("GET", "/metrics").await.body;
+    for line in [
+        r#"claimgate_upstream_errors_total{kind="timeout",route="orders"} 0"#,
+        r#"claimgate_upstream_errors_total{kind="unavailable",route="slow"} 0"#,
+        r#"claimgate_requests_total{decision="denied",route="orders"} 0"#,
+        r#"claimgate_policy_denials_total{route="any-user"} 0"#,
+        r#"claimgate_jwks_fetches_total{issuer="test",result="failure"} 0"#,
+        r#"claimgate_auth_failures_total{issuer="test",reason="bad_signature"} 0"#,
+        r#"claimgate_config_reloads_total{result="failure"} 0"#,
+        concat!(
+            r#"claimgate_build_info{version=""#,
+            env!("CARGO_PKG_VERSION"),
+            r#""} 1"#
+        ),
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing `{line}`:\n{m}");
+    }
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(m.contains(&format!("\n{name} ")), "no {name}");
+    }
+}

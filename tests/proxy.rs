@@ -309,10 +309,10 @@ async fn not_ready_until_keys_load_and_503_meanwhile() {
         .await;
     // The first load has been tried and failed (not merely not yet run).
     s.wait_for_fetches(1).await;
-    assert_eq!(
-        s.admin("GET", "/readyz").await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    let ready = s.admin("GET", "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    // It says what is missing.
+    assert!(ready.body.contains("issuer(s) test"), "{}", ready.body);
     let r = s.get_with_token("/orders/7", &s.gold_token()).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.reason(), "keys_unavailable");

@@ -285,7 +285,12 @@ async fn a_random_kid_flood_is_bounded_and_a_rotation_inside_it_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(recovered <= Duration::from_secs(COOLDOWN) + Duration::from_millis(500));
+    // One cooldown, plus the client's own 100 ms polling and token minting
+    // (both slow on a loaded 2-core machine).
+    assert!(
+        recovered <= Duration::from_secs(COOLDOWN + 1),
+        "{recovered:?}"
+    );
 
     let mut refused = 0;
     for c in clients {

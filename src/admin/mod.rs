@@ -145,13 +145,13 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response
             .body(Full::new(Bytes::from(app.metrics.render())))
             .unwrap_or_default(),
         (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, "/readyz") => {
-            if app.is_ready() {
-                text(StatusCode::OK, "ready\n".into())
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
-            }
-        }
+        (&Method::GET, "/readyz") => match app.not_ready() {
+            None => text(StatusCode::OK, "ready\n".into()),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         (&Method::GET, "/admin/config") => json(StatusCode::OK, config_report(app)),
         (&Method::GET, "/admin/keys") => json(StatusCode::OK, keys_report(app)),
         (&Method::POST, "/admin/keys/reload") => match reload_keys(app, req.uri().query()).await {

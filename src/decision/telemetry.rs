@@ -20,6 +20,15 @@ pub struct Record<'a> {
     pub rejection: Option<&'a Rejection>,
     pub status: u16,
     pub elapsed: Duration,
+    /// The request as the door saw it: method and path — never the query,
+    /// which may carry a credential.
+    pub method: &'a str,
+    pub path: &'a str,
+    pub client: Option<std::net::IpAddr>,
+    /// `X-Request-Id`, kept from a trusted proxy or generated (proxy door).
+    pub request_id: &'a str,
+    /// The upstream's status, when the answer came from the upstream.
+    pub upstream_status: Option<u16>,
 }
 
 /// Records `r` in `metrics` and the access log.
@@ -72,6 +81,11 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         reason = r.rejection.map_or("", Rejection::reason),
         issuer = issuer.unwrap_or(""),
         status = r.status,
+        upstream_status = r.upstream_status,
         latency_us = r.elapsed.as_micros() as u64,
+        method = r.method,
+        path = r.path,
+        client = r.client.map(|c| c.to_string()),
+        request_id = r.request_id,
     );
 }

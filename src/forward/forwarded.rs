@@ -104,6 +104,25 @@ pub fn from_trusted(
     }
 }
 
+/// The request's id: a trusted proxy's `X-Request-Id` (visible ASCII, at
+/// most 128 bytes), else a new one (128 random bits, hex). A client's own
+/// id is never taken: it would let a client forge log correlation.
+pub fn request_id(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> HeaderValue {
+    if trusted.iter().any(|c| c.contains(peer)) {
+        let theirs = headers.get("x-request-id").filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
+        });
+        if let Some(v) = theirs {
+            return v.clone();
+        }
+    }
+    let mut bytes = [0u8; 16];
+    // The system's random source; a failure leaves zeros, still a valid id.
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,7 +140,8 @@ struct Node {
 #[derive(Default, Debug)]
 pub struct Router {
     root: Node,
-    len: usize,
+    /// Every route, in insertion order (for the metrics' series).
+    all: Vec<Arc<Route>>,
 }
 
 /// A route and the path parameters it captured, by name.
@@ -175,18 +176,23 @@ impl Router {
             return Err(other.name.clone());
         }
         // Host-specific routes are tried before host-less ones.
-        list.push(route);
+        list.push(route.clone());
         list.sort_by_key(|r| r.host.is_none());
-        self.len += 1;
+        self.all.push(route);
         Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.all.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.all.is_empty()
+    }
+
+    /// Every route, in the order they were added.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.all.iter()
     }
 
     /// The most specific route for `host` (lowercase, no port), `method` and

@@ -226,6 +226,11 @@ fn record(
             rejection,
             status,
             elapsed: started.elapsed(),
+            method: "",
+            path: "",
+            client: None,
+            request_id: "",
+            upstream_status: None,
         },
     );
 }

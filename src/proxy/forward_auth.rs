@@ -41,9 +41,12 @@ pub async fn handle(
     let ctx = app.decision_ctx(&snapshot);
     let (parts, _body) = req.into_parts();
     let mut route = "none";
+    let (mut method, mut path) = (String::new(), String::new());
     let (seen, result) = match original_request(config, &parts, peer) {
         Err(rejection) => (Seen::default(), Err(rejection)),
         Ok(mut head) => {
+            method = head.method.to_string();
+            path = head.uri.path().to_string();
             let decided = decision::decide(&ctx, &mut head, None);
             match tokio::time::timeout(app.limits.request_timeout, decided).await {
                 Err(_) => (Seen::default(), Err(Rejection::RequestTimeout)),
@@ -69,6 +72,15 @@ pub async fn handle(
             rejection: rejection.as_ref(),
             status: resp.status().as_u16(),
             elapsed: started.elapsed(),
+            method: &method,
+            path: &path,
+            client: Some(peer.addr.ip()),
+            request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            upstream_status: None,
         },
     );
     resp

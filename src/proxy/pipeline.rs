@@ -33,7 +33,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     let started = Instant::now();
     let snapshot = app.snapshot();
     let ctx = app.decision_ctx(&snapshot);
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
+    // The request id goes upstream, into the access line and to the client.
+    let id = forwarded::request_id(&head.headers, peer.addr.ip(), &snapshot.trusted_proxies);
+    head.headers.insert("x-request-id", id.clone());
+    let (method, path) = (head.method.clone(), head.uri.path().to_string());
     // Routing is quick and bounded; the deadline covers what may wait (keys,
     // the upstream), and a timeout is still counted under its route.
     let (route, seen, result) = match decision::route(&snapshot, &head) {
@@ -47,25 +51,33 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
             }
         }
     };
-    let (resp, decision, rejection) = match result {
-        Ok((resp, decision)) => (resp, decision, None),
-        Err(rejection) => (rejection.response(), rejection.decision(), Some(rejection)),
+    let (mut resp, decision, rejection, from_upstream) = match result {
+        Ok((resp, decision, from_upstream)) => (resp, decision, None, from_upstream),
+        Err(r) => (r.response_with_id(&id), r.decision(), Some(r), false),
     };
+    let status = resp.status().as_u16();
+    let upstream_status = from_upstream.then_some(status);
+    resp.headers_mut().insert("x-request-id", id.clone());
     let record = Record {
         door: "proxy",
         route,
         seen: &seen,
         decision,
         rejection: rejection.as_ref(),
-        status: resp.status().as_u16(),
+        status,
         elapsed: started.elapsed(),
+        method: method.as_str(),
+        path: &path,
+        client: Some(peer.addr.ip()),
+        request_id: id.to_str().unwrap_or(""),
+        upstream_status,
     };
     telemetry::record(&app.metrics, &record);
     resp
 }
 
 /// The core's decision, then, if allowed, the upstream (or the webhook's
-/// own answer).
+/// own answer); says whether the answer came from the upstream.
 async fn forward_allowed(
     app: &App,
     ctx: &Ctx<'_>,
@@ -73,7 +85,7 @@ async fn forward_allowed(
     mut head: Parts,
     body: Incoming,
     peer: Peer,
-) -> (Seen, Result<(Response<Body>, Decision), Rejection>) {
+) -> (Seen, Result<(Response<Body>, Decision, bool), Rejection>) {
     let route = matched.route.clone();
     // A trusted proxy's forwarding headers, before hygiene removes them.
     let from_proxy = forwarded::from_trusted(
@@ -88,7 +100,10 @@ async fn forward_allowed(
     let allowed = match (verdict, &route.target) {
         (Ok(allowed), Target::Upstream(_)) => allowed,
         (Ok(allowed), Target::HasuraWebhook) => {
-            return (seen, Ok((webhook_answer(&allowed.set), Decision::Allowed)));
+            return (
+                seen,
+                Ok((webhook_answer(&allowed.set), Decision::Allowed, false)),
+            );
         }
         // Hasura reads any webhook answer but 200 and 401 as an error.
         (Err(e), Target::HasuraWebhook) => return (seen, Err(e.for_webhook())),
@@ -100,7 +115,7 @@ async fn forward_allowed(
     pin_host(&mut head);
     set_forwarded(&mut head, &host, peer, from_proxy);
     let result = send_upstream(app, &route.name, upstream, head, body, &allowed).await;
-    (seen, result.map(|resp| (resp, allowed.decision)))
+    (seen, result.map(|resp| (resp, allowed.decision, true)))
 }
 
 /// The upstream stage: same method, raw path (and the query without the

@@ -178,6 +178,24 @@ impl Rejection {
         )
     }
 
+    /// The response, carrying the request's id in the body and as
+    /// `X-Request-Id`, so that a client can quote it.
+    pub fn response_with_id(&self, id: &HeaderValue) -> Response<Body> {
+        let body = format!(
+            r#"{{"error":"{}","reason":"{}","request_id":"{}"}}"#,
+            self.error(),
+            self.reason(),
+            // Visible ASCII without quotes or backslashes: safe in JSON.
+            String::from_utf8_lossy(id.as_bytes()).replace(['"', '\\'], "")
+        );
+        let mut resp = self.response();
+        *resp.body_mut() = Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed();
+        resp.headers_mut().insert("x-request-id", id.clone());
+        resp
+    }
+
     pub fn response(&self) -> Response<Body> {
         let body = self.body();
         let mut resp = Response::new(
