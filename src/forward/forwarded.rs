@@ -119,8 +119,14 @@ pub fn request_id(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> Header
     let mut bytes = [0u8; 16];
     // The system's random source; a failure leaves zeros, still a valid id.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Hex without an allocation per byte: this runs on every request.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, b) in bytes.iter().enumerate() {
+        text[2 * i] = HEX[usize::from(b >> 4)];
+        text[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
