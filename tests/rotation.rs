@@ -137,7 +137,9 @@ async fn rotation_after(after: Duration) {
         "first new-key token, {after:?}: {}",
         r.body
     );
-    assert_eq!(s.upstream.count(), before + 1);
+    // It reached the upstream (the background client may have, too: no
+    // exact count).
+    assert!(s.upstream.count() > before);
     assert_eq!(
         s.upstream.last().unwrap().headers["x-client-id"],
         "claimgate-test"
