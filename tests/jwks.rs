@@ -329,3 +329,27 @@ async fn an_operator_reload_drops_a_removed_key_at_once() {
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
     assert_eq!(s.idp.fetches(), fetches);
 }
+
+/// A JWKS endpoint nobody listens on: the error names the cause, not
+/// hyper's `client error (Connect)`.
+#[tokio::test]
+async fn a_refused_connection_is_named_as_such() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let s = Builder::new()
+        .policy(&common::POLICY.replace("${JWKS_URI}", &format!("http://{closed}/jwks.json")))
+        .no_wait()
+        .start()
+        .await;
+    wait_for_failures(&s, 1).await;
+    let keys = s.admin("GET", "/admin/keys").await.json();
+    let why = keys["issuers"][0]["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(why, "fetch failed: connection refused");
+    let ready = s.admin("GET", "/readyz").await;
+    assert!(ready.body.contains("issuer(s) test"), "{}", ready.body);
+}

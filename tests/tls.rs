@@ -177,6 +177,13 @@ async fn jwks_behind_a_private_ca_needs_its_ca_file() {
     })
     .await;
     assert!(failed.is_ok(), "the untrusted certificate was accepted");
+    // The error says why, for the operator (`/admin/keys`).
+    let keys = untrusted.admin("GET", "/admin/keys").await.json();
+    let why = keys["issuers"][0]["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(why.contains("TLS: invalid peer certificate"), "{why}");
     let resp = untrusted.get_with_token("/me", &token).await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(untrusted.upstream.count(), 0);

@@ -139,7 +139,7 @@ impl Fetcher {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| JwksError::Fetch(format!("request failed: {e}")))?;
+                .map_err(|e| JwksError::Fetch(cause(&e)))?;
             let status = resp.status();
             if status == StatusCode::NOT_MODIFIED && since.is_some() {
                 return Ok(Fetch::NotModified {
@@ -188,6 +188,42 @@ impl Fetcher {
             .await
             .map_err(|_| JwksError::Fetch("timed out".into()))?
     }
+}
+
+/// What an operator can act on, from a failed request: a refused
+/// connection, a DNS failure, a TLS failure (with rustls's reason), a
+/// timeout — instead of hyper's `client error (Connect)` for all of them.
+pub(crate) fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut last = e.to_string();
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return format!("TLS: {tls}");
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // rustls reports through an io::Error wrapping its own error.
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return format!("TLS: {tls}");
+            }
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
+                std::io::ErrorKind::TimedOut => return "connect timed out".into(),
+                std::io::ErrorKind::ConnectionReset => return "connection reset".into(),
+                _ => {}
+            }
+        }
+        let text = err.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return format!("DNS lookup failed: {text}");
+        }
+        // rustls's reasons, when its error arrives as text only.
+        if text.contains("peer certificate") || text.contains("handshake") {
+            return format!("TLS: {text}");
+        }
+        last = text;
+        cur = err.source();
+    }
+    format!("request failed: {last}")
 }
 
 fn webpki_roots() -> rustls::RootCertStore {

@@ -379,7 +379,7 @@ impl Introspector {
             .client
             .request(req)
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(|e| crate::jwks::fetch::cause(&e))?;
         let status = resp.status();
         if status != StatusCode::OK {
             // The IdP's own error text (RFC 6749 §5.2: `error`,
