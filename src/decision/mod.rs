@@ -172,14 +172,16 @@ impl Outcome<'_> {
 }
 
 /// The router stage alone: the route for a request head (rule 16: on the
-/// canonical path; ambiguous paths are refused).
-pub fn route<'s>(snapshot: &'s Snapshot, head: &Parts) -> Result<Matched<'s>, Rejection> {
+/// canonical path; ambiguous paths are refused), and the host it was
+/// matched on (normalised once here; the later stages take it).
+pub fn route<'s>(snapshot: &'s Snapshot, head: &Parts) -> Result<(Matched<'s>, String), Rejection> {
     let segments = canonical_segments(head.uri.path()).map_err(Rejection::BadPath)?;
     let host = request_host(head);
-    snapshot
+    let matched = snapshot
         .router
         .find(&host, &head.method, &segments)
-        .ok_or(Rejection::NoRoute)
+        .ok_or(Rejection::NoRoute)?;
+    Ok((matched, host))
 }
 
 /// The whole decision for a request head: route, then [`decide_routed`].
@@ -197,7 +199,7 @@ pub async fn decide_traced<'s, T: Tracer>(
     trace: &mut T,
 ) -> Outcome<'s> {
     match route(ctx.snapshot, head) {
-        Ok(matched) => decide_routed(ctx, matched, head, given, trace).await,
+        Ok((matched, host)) => decide_routed(ctx, matched, &host, head, given, trace).await,
         Err(rejection) => Outcome {
             matched: None,
             issuer: None,
@@ -212,11 +214,12 @@ pub async fn decide_traced<'s, T: Tracer>(
 pub async fn decide_routed<'s, T: Tracer>(
     ctx: &Ctx<'s>,
     matched: Matched<'s>,
+    host: &str,
     head: &mut Parts,
     given: Option<Given>,
     trace: &mut T,
 ) -> Outcome<'s> {
-    let ran = stages::run(ctx, &matched, head, given, trace).await;
+    let ran = stages::run(ctx, &matched, host, head, given, trace).await;
     Outcome {
         matched: Some(matched),
         issuer: ran.issuer,

@@ -42,6 +42,7 @@ impl Ran {
 pub(super) async fn run<T: Tracer>(
     ctx: &Ctx<'_>,
     matched: &Matched<'_>,
+    host: &str,
     head: &mut Parts,
     given: Option<Given>,
     trace: &mut T,
@@ -93,10 +94,9 @@ pub(super) async fn run<T: Tracer>(
         }
     };
     // decide → render
-    let host = request_host(head);
     let facts = RequestFacts {
         method: &head.method,
-        host: &host,
+        host,
         params: &matched.params,
         headers: &head.headers,
     };

@@ -42,9 +42,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     // the upstream), and a timeout is still counted under its route.
     let (route, seen, result) = match decision::route(&snapshot, &head) {
         Err(rejection) => ("none", Seen::default(), Err(rejection)),
-        Ok(matched) => {
+        Ok((matched, host)) => {
             let route = matched.route.name.as_str();
-            let forwarded = forward_allowed(app, &ctx, matched, head, body, peer);
+            let forwarded = forward_allowed(app, &ctx, matched, host, head, body, peer);
             match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
                 Ok((seen, result)) => (route, seen, result),
                 Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
@@ -82,6 +82,7 @@ async fn forward_allowed(
     app: &App,
     ctx: &Ctx<'_>,
     matched: Matched<'_>,
+    host: String,
     mut head: Parts,
     body: Incoming,
     peer: Peer,
@@ -94,8 +95,7 @@ async fn forward_allowed(
         &ctx.snapshot.trusted_proxies,
         route.trust_rewrite_headers,
     );
-    let host = decision::request_host(&head);
-    let outcome = decision::decide_routed(ctx, matched, &mut head, None, &mut NoTrace).await;
+    let outcome = decision::decide_routed(ctx, matched, &host, &mut head, None, &mut NoTrace).await;
     let (_, seen, verdict) = outcome.split();
     let allowed = match (verdict, &route.target) {
         (Ok(allowed), Target::Upstream(_)) => allowed,
