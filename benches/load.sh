@@ -1,49 +1,218 @@
 #!/usr/bin/env bash
-# Load benchmark, side by side in one run on one machine:
-#   1. the echo upstream directly          (no proxy)
-#   2. claimgate, public route             (pass-through: routing + hygiene)
-#   3. claimgate, authenticated route      (verify ES256 + decide + 5 headers)
-#   4. claimgate's forward-auth door, the same request as a gateway asks it
-#      (the decision alone: no upstream call)
-# Prints requests/s and latency for each, and the ratios.
+# Load benchmark, side by side in one run on one machine (loopback only):
 #
-#   bash benches/load.sh [seconds=10] [connections=32]
+#   upstream direct      an nginx answering 200 "ok" (the upstream of all)
+#   nginx proxy_pass     a real nginx as bare proxy (no auth), access log on
+#   cg public            claimgate, a public route (routing + hygiene + hop)
+#   cg cached RS256      one valid token (verified once, then cached), a
+#                        `role` rule, 4 claim headers, access log on
+#   cg pool              a different valid RS256 token per request, from a
+#                        pool of POOL (first use: a full verification)
+#   cg forged sig        a known kid, a bad signature: 401, nothing proxied
+#   cg unknown kids      10,000 different unknown kids: 401
 #
-# Installs wrk from Debian if missing. Loopback only; stops by itself.
+# For each: µs of CPU per request of the proxy's own processes (from
+# /proc/<pid>/stat, the least noisy figure on a shared machine), req/s,
+# p50/p99, and the CPU ratio against nginx. Then claimgate's RSS after the
+# pool and with 1,000 idle keep-alive connections, and the JWKS fetches the
+# unknown kids caused.
+#
+#   bash benches/load.sh [seconds=10] [connections=64] [pool=100000]
+#
+# wrk -t1 (one thread), keep-alive. Installs wrk and nginx-light from Debian
+# if missing (scripts/install-deps.sh --bench). Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-conns=${2:-32}
+conns=${2:-64}
+pool=${3:-100000}
 
 bash scripts/install-deps.sh --bench
-cargo build --release --quiet
-port=$((20000 + RANDOM % 20000))
-out=$(mktemp)
-./target/release/claimgate demo --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) >"$out" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -f "$out"' EXIT
-for _ in $(seq 100); do grep -q '^  GOLD=' "$out" && break; sleep 0.1; done
-gold=$(grep '^  GOLD=' "$out" | cut -d= -f2)
-upstream=$(grep '^  upstream' "$out" | awk '{print $2}')
-fauth=$(grep '^  forward_auth' "$out" | awk '{print $2}')
-[ -n "$gold" ] && [ -n "$upstream" ] || { echo "demo did not start" >&2; exit 1; }
+cargo build --release --quiet --bin claimgate --example loadkit
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
-run() { # name url [header]
-  local name=$1 url=$2; shift 2
-  local r
-  r=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url")
-  local rps p50 p99
+./target/release/examples/loadkit "$work/kit" "$pool" >"$work/kit.out"
+chmod -R a+rX "$work/kit"
+bare=$(awk '/^bare_verify_us/ {print $2}' "$work/kit.out")
+
+base=$((20000 + RANDOM % 20000))
+up=$base ng=$((base + 1)) cg=$((base + 2)) adm=$((base + 3))
+user_line=""
+[ "$(id -u)" -eq 0 ] && user_line="user root;"
+mkdir -p "$work/nginx"
+nginx_conf() { # name workers body
+  cat >"$work/nginx/$1.conf" <<EOF
+$user_line
+worker_processes $2;
+daemon off;
+pid $work/nginx/$1.pid;
+error_log $work/nginx/$1.err warn;
+events { worker_connections 8192; }
+http {
+  client_body_temp_path $work/nginx/$1-body;
+  proxy_temp_path $work/nginx/$1-proxy;
+  fastcgi_temp_path $work/nginx/$1-fcgi;
+  uwsgi_temp_path $work/nginx/$1-uwsgi;
+  scgi_temp_path $work/nginx/$1-scgi;
+  keepalive_requests 10000000;
+  $3
+}
+EOF
+}
+nginx_conf upstream 1 "
+  access_log off;
+  server {
+    listen 127.0.0.1:$up;
+    location = /jwks.json { default_type application/json; alias $work/kit/jwks.json; }
+    location / { default_type text/plain; return 200 \"ok\n\"; }
+  }"
+nginx_conf proxy auto "
+  access_log $work/nginx/proxy-access.log;
+  upstream app { server 127.0.0.1:$up; keepalive 128; }
+  server {
+    listen 127.0.0.1:$ng;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }"
+/usr/sbin/nginx -c "$work/nginx/upstream.conf" -e "$work/nginx/upstream.err" &
+pids+=($!)
+/usr/sbin/nginx -c "$work/nginx/proxy.conf" -e "$work/nginx/proxy.err" &
+ngpid=$!
+pids+=($ngpid)
+
+mkdir -p "$work/cg/policies"
+cat >"$work/cg/claimgate.yaml" <<EOF
+listen: 127.0.0.1:$cg
+admin_listen: 127.0.0.1:$adm
+policies: ./policies
+log_format: json
+reload: { watch: false, poll_interval: 0s }
+EOF
+cat >"$work/cg/policies/bench.yaml" <<EOF
+issuers:
+  bench:
+    issuer: https://idp.bench.local
+    audience: [bench-api]
+    jwks_uri: http://127.0.0.1:$up/jwks.json
+    allow_http: true
+    algorithms: [RS256]
+    unknown_kid_cooldown: 30s
+    claims:
+      roles: \$.roles
+upstreams:
+  app: http://127.0.0.1:$up
+routes:
+  - name: public
+    match: { path: "/public/**" }
+    upstream: app
+    public: true
+  - name: api
+    match: { path: "/api/**", methods: [GET] }
+    upstream: app
+    allow: { role: orders }
+    forward:
+      X-User-Id: "{{ \$.sub }}"
+      X-Tenant: "{{ \$.tenant }}"
+      X-Plan: "{{ \$.plan }}"
+      X-Email: "{{ \$.email }}"
+EOF
+./target/release/claimgate run --config "$work/cg/claimgate.yaml" 2>"$work/cg/access.log" &
+cgpid=$!
+pids+=($cgpid)
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null 2>&1 &&
+    curl -fs "http://127.0.0.1:$ng/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null || { echo "claimgate did not get ready:" >&2; tail "$work/cg/access.log" >&2; exit 1; }
+token=$(cat "$work/kit/token")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$cg/api/orders/7")
+[ "$code" = 200 ] || { echo "the bench token got $code, not 200" >&2; tail -3 "$work/cg/access.log" >&2; exit 1; }
+
+cat >"$work/tokens.lua" <<'EOF'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/api/orders/7", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+EOF
+
+# CPU ticks (utime + stime) of a process and its children's live threads.
+ticks() {
+  local total=0 p
+  for p in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+nginx_cpu=""
+echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores, loopback; bare RSA-2048 verify in this run: ${bare} µs" >&2
+printf '%-22s %10s %10s %9s %9s %9s\n' target "µs CPU/req" "req/s" p50 p99 "CPU/nginx" >&2
+run() { # name pid url [wrk args...]
+  local name=$1 pid=$2 url=$3
+  shift 3
+  local before after r rps reqs p50 p99 cpu
+  before=$(ticks "$pid")
+  r=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url")
+  after=$(ticks "$pid")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$r")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$r")
   p50=$(awk '$1=="50%" {print $2}' <<<"$r")
   p99=$(awk '$1=="99%" {print $2}' <<<"$r")
-  printf '%-28s %10s req/s   p50 %-9s p99 %s\n' "$name" "$rps" "$p50" "$p99" >&2
-  echo "$rps"
+  cpu=$(awk -v a="$after" -v b="$before" -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) * 1e6 / hz / n}')
+  [ "$name" = "nginx proxy_pass" ] && nginx_cpu=$cpu
+  local ratio="-"
+  [ -n "$nginx_cpu" ] && [ "$pid" != "$ngpid" ] && ratio=$(awk -v c="$cpu" -v n="$nginx_cpu" 'BEGIN {printf "%.2f", c / n}')
+  printf '%-22s %10s %10.0f %9s %9s %9s\n' "$name" "$cpu" "$rps" "$p50" "$p99" "$ratio" >&2
+  if grep -q "Non-2xx" <<<"$r"; then
+    printf '%-22s   (%s)\n' "" "$(grep Non-2xx <<<"$r" | xargs)" >&2
+  fi
 }
-echo "wrk -t2 -c$conns -d${secs}s, $(nproc) cores, loopback" >&2
-direct=$(run "upstream direct" "$upstream/orders/7")
-public=$(run "claimgate public route" "http://127.0.0.1:$port/healthz")
-authed=$(run "claimgate ES256 + policy" "http://127.0.0.1:$port/orders/7" -H "Authorization: Bearer $gold")
-checked=$(run "forward-auth, same request" "$fauth" -H "Authorization: Bearer $gold" \
-  -H "X-Original-URI: /orders/7" -H "X-Original-Method: GET" -H "X-Forwarded-Host: 127.0.0.1")
-awk -v d="$direct" -v p="$public" -v a="$authed" -v f="$checked" 'BEGIN {
-  printf "ratios: public/direct %.2f   auth/public %.2f   auth/direct %.2f   forward-auth/auth %.2f\n", p/d, a/p, a/d, f/a }' >&2
+run "upstream direct" "${pids[0]}" "http://127.0.0.1:$up/api/orders/7"
+run "nginx proxy_pass" "$ngpid" "http://127.0.0.1:$ng/api/orders/7"
+run "cg public" "$cgpid" "http://127.0.0.1:$cg/public/7"
+run "cg cached RS256" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $token"
+TOKENS="$work/kit/pool.txt" run "cg pool $pool" "$cgpid" "http://127.0.0.1:$cg" -s "$work/tokens.lua"
+run "cg forged sig" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $(cat "$work/kit/forged")"
+fetches_before=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/^claimgate_jwks_fetches_total/ {s += $2} END {print s + 0}')
+TOKENS="$work/kit/unknown.txt" run "cg unknown kids" "$cgpid" "http://127.0.0.1:$cg" -s "$work/tokens.lua"
+fetches_after=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/^claimgate_jwks_fetches_total/ {s += $2} END {print s + 0}')
+echo "JWKS fetches during the unknown-kid run: $((fetches_after - fetches_before)) (cooldown 30s, ${secs}s run)" >&2
+echo "goals: pool <= nginx + 1.3 x bare = $(awk -v n="$nginx_cpu" -v b="$bare" 'BEGIN {printf "%.1f", n + 1.3 * b}') µs;" \
+  "forged <= nginx + 1.25 x bare = $(awk -v n="$nginx_cpu" -v b="$bare" 'BEGIN {printf "%.1f", n + 1.25 * b}') µs" >&2
+
+rss() { awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$cgpid/status"; }
+cached=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/^claimgate_token_cache_entries/ {print $2}')
+echo "claimgate RSS after the pool: $(rss), ${cached:-?} tokens cached" >&2
+python3 - "$cg" <<'EOF' &
+import socket, sys, time
+port = int(sys.argv[1])
+socks = []
+for _ in range(1000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /public/1 HTTP/1.1\r\nHost: bench\r\n\r\n")
+    s.recv(4096)
+    socks.append(s)
+print("open", flush=True)
+time.sleep(30)
+EOF
+idle=$!
+pids+=($idle)
+sleep 4
+echo "claimgate RSS with 1,000 idle keep-alive connections more: $(rss)" >&2
+kill "$idle" 2>/dev/null || true
