@@ -19,6 +19,11 @@
 #
 #   bash benches/load.sh [seconds=10] [connections=64] [pool=100000]
 #
+# BASELINE=path/to/an/older/claimgate runs that binary too, on the public and
+# cached targets, between two runs of this one: before/after in one run.
+# PERF="cg cached RS256" records a perf profile (perf.data, or PERF_OUT) of
+# that target's run, for `perf report`.
+#
 # wrk -t1 (one thread), keep-alive. Installs wrk and nginx-light from Debian
 # if missing (scripts/install-deps.sh --bench). Stops everything it started.
 set -euo pipefail
@@ -127,18 +132,33 @@ routes:
       X-Plan: "{{ \$.plan }}"
       X-Email: "{{ \$.email }}"
 EOF
-./target/release/claimgate run --config "$work/cg/claimgate.yaml" 2>"$work/cg/access.log" &
-cgpid=$!
+start_cg() { # binary config-dir -> pid on stdout
+  "$1" run --config "$2/claimgate.yaml" >/dev/null 2>"$2/access.log" &
+  echo $!
+}
+cgpid=$(start_cg ./target/release/claimgate "$work/cg")
 pids+=($cgpid)
+if [ -n "${BASELINE:-}" ]; then
+  # The same config on two more ports, for an older binary in the same run.
+  cp -r "$work/cg" "$work/base"
+  sed -i "s/:$cg\$/:$((base + 4))/; s/:$adm\$/:$((base + 5))/" "$work/base/claimgate.yaml"
+  basepid=$(start_cg "$BASELINE" "$work/base")
+  pids+=($basepid)
+fi
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null 2>&1 &&
-    curl -fs "http://127.0.0.1:$ng/" >/dev/null 2>&1 && break
+    curl -fs "http://127.0.0.1:$ng/" >/dev/null 2>&1 &&
+    { [ -z "${BASELINE:-}" ] || curl -fs "http://127.0.0.1:$((base + 5))/readyz" >/dev/null 2>&1; } && break
   sleep 0.1
 done
 curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null || { echo "claimgate did not get ready:" >&2; tail "$work/cg/access.log" >&2; exit 1; }
 token=$(cat "$work/kit/token")
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$cg/api/orders/7")
 [ "$code" = 200 ] || { echo "the bench token got $code, not 200" >&2; tail -3 "$work/cg/access.log" >&2; exit 1; }
+
+# Warm every claimgate up (allocator, pools, caches) before timing.
+wrk -t1 -c"$conns" -d2s -H "Authorization: Bearer $token" "http://127.0.0.1:$cg/api/orders/7" >/dev/null
+[ -z "${BASELINE:-}" ] || wrk -t1 -c"$conns" -d2s -H "Authorization: Bearer $token" "http://127.0.0.1:$((base + 4))/api/orders/7" >/dev/null
 
 cat >"$work/tokens.lua" <<'EOF'
 local tokens = {}
@@ -168,8 +188,14 @@ run() { # name pid url [wrk args...]
   shift 3
   local before after r rps reqs p50 p99 cpu
   before=$(ticks "$pid")
+  local perf_pid=""
+  if [ -n "${PERF:-}" ] && [ "$name" = "$PERF" ]; then
+    perf record -F 2000 -g -o "${PERF_OUT:-perf.data}" -p "$pid" -- sleep "$secs" 2>/dev/null &
+    perf_pid=$!
+  fi
   r=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url")
   after=$(ticks "$pid")
+  [ -z "$perf_pid" ] || wait "$perf_pid"
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$r")
   reqs=$(awk '/requests in/ {print $1}' <<<"$r")
   p50=$(awk '$1=="50%" {print $2}' <<<"$r")
@@ -187,6 +213,12 @@ run "upstream direct" "${pids[0]}" "http://127.0.0.1:$up/api/orders/7"
 run "nginx proxy_pass" "$ngpid" "http://127.0.0.1:$ng/api/orders/7"
 run "cg public" "$cgpid" "http://127.0.0.1:$cg/public/7"
 run "cg cached RS256" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $token"
+if [ -n "${BASELINE:-}" ]; then
+  run "BASELINE public" "$basepid" "http://127.0.0.1:$((base + 4))/public/7"
+  run "BASELINE cached" "$basepid" "http://127.0.0.1:$((base + 4))/api/orders/7" -H "Authorization: Bearer $token"
+  run "cg public (again)" "$cgpid" "http://127.0.0.1:$cg/public/7"
+  run "cg cached (again)" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $token"
+fi
 TOKENS="$work/kit/pool.txt" run "cg pool $pool" "$cgpid" "http://127.0.0.1:$cg" -s "$work/tokens.lua"
 run "cg forged sig" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $(cat "$work/kit/forged")"
 fetches_before=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/^claimgate_jwks_fetches_total/ {s += $2} END {print s + 0}')

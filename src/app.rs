@@ -19,7 +19,7 @@ use crate::config::{
 };
 use crate::jwks::{Fetcher, JwksStore, KeySource, Refresh};
 use crate::metrics::Metrics;
-use crate::proxy::{server, UpstreamClient};
+use crate::proxy::{server, shards, UpstreamClient};
 use crate::snapshot::Snapshot;
 
 /// The key-store registry key: a store is reused by a new snapshot only when
@@ -347,37 +347,38 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
         Some(files) => Some(server::tls_acceptor(files)?),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let shards = shards::count(config.workers);
+    let listeners = shards::listeners(config.listen, shards)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .map_err(|e| format!("cannot listen on {} (admin): {e}", config.admin_listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown, rx) = watch::channel(false);
-    let proxy = tokio::spawn(server::serve(
-        listener,
+    let proxy = shards::serve(
+        "proxy",
+        listeners,
         app.clone(),
         server::Door::Proxy,
         tls.clone(),
         rx.clone(),
-    ));
+    )?;
     let mut forward_auth_addr = None;
     let mut forward_auth = None;
     if let Some(fa) = &config.forward_auth {
-        let l = TcpListener::bind(fa.listen)
-            .await
+        let ls = shards::listeners(fa.listen, shards)
             .map_err(|e| format!("cannot listen on {} (forward_auth): {e}", fa.listen))?;
-        forward_auth_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
+        forward_auth_addr = Some(ls[0].local_addr().map_err(|e| e.to_string())?);
         let door = server::Door::ForwardAuth(Arc::new(fa.clone()));
-        forward_auth = Some(tokio::spawn(server::serve(
-            l,
+        forward_auth = Some(shards::serve(
+            "forward-auth",
+            ls,
             app.clone(),
             door,
             tls.clone(),
             rx.clone(),
-        )));
+        )?);
     }
     let admin = tokio::spawn(crate::admin::serve(admin_listener, app.clone(), rx.clone()));
     let auto_reload = config.reload.watch || !config.reload.poll_interval.is_zero();

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod explain;
 pub mod forward;
 pub mod jwks;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod policy_test;

@@ -11,6 +11,11 @@ use claimgate::config::{EnvVars, LogFormat, PolicySource, ProcessConfig};
 use claimgate::explain::{Case, Credential};
 use clap::{Parser, Subcommand};
 
+/// mimalloc: per-thread free lists, no arena lock; glibc malloc and free
+/// were ~8 % of a proxied request's CPU in the load profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "claimgate",
@@ -103,7 +108,7 @@ fn init_logs(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(claimgate::logging::Stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

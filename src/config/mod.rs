@@ -33,6 +33,9 @@ pub struct ProcessConfig {
     pub tls: Option<TlsFiles>,
     pub limits: Limits,
     pub log_format: LogFormat,
+    /// Request-serving threads (shards), each with its own runtime,
+    /// listener and upstream pool; 0: one per core.
+    pub workers: usize,
     pub reload: ReloadSettings,
     pub forward_auth: Option<ForwardAuthConfig>,
     pub ext_authz: Option<ExtAuthzConfig>,

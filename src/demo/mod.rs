@@ -60,6 +60,7 @@ pub async fn start(listen: SocketAddr, admin_listen: SocketAddr) -> Result<Demo,
         tls: None,
         limits,
         log_format: LogFormat::Text,
+        workers: 0,
         reload: Default::default(),
         // The forward-auth door on a loopback port, for gateways on this
         // machine (and the load script's side-by-side run).

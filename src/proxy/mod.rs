@@ -6,6 +6,7 @@ pub mod forward_auth;
 pub mod pipeline;
 pub mod reject;
 pub mod server;
+pub mod shards;
 pub mod upstream;
 
 use bytes::Bytes;

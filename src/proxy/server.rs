@@ -72,7 +72,8 @@ pub enum Door {
     ForwardAuth(Arc<crate::config::ForwardAuthConfig>),
 }
 
-/// Serves `listener` until `shutdown` turns true, then stops accepting and
+/// Serves `listener` until `shutdown` turns true (`slots`: the connection
+/// cap, shared with the other shards), then stops accepting and
 /// waits up to the grace period for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
@@ -80,11 +81,11 @@ pub async fn serve(
     door: Door,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
 ) {
     let limits = app.limits.clone();
     let builder = http_builder(&limits);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         // Connection cap: wait for a free slot before accepting, so excess
         // clients queue in the kernel's backlog instead of costing memory.

@@ -252,6 +252,9 @@ impl Builder {
             tls: self.tls,
             limits: self.limits,
             log_format: LogFormat::Text,
+            // Two shards whatever the machine: connections spread over two
+            // listeners and two upstream pools, as on the CI machine.
+            workers: 2,
             reload: self.reload,
             forward_auth: self.forward_auth,
             ext_authz: self.ext_authz,

@@ -29,6 +29,9 @@ pub struct ProcessDoc {
     pub limits: LimitsDoc,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Request-serving threads, one runtime each; 0: one per core.
+    #[serde(default)]
+    pub workers: usize,
     #[serde(default)]
     pub reload: ReloadDoc,
     /// The forward-auth front door (nginx `auth_request`, Traefik
@@ -248,6 +251,7 @@ impl ProcessDoc {
             }),
             limits,
             log_format: self.log_format,
+            workers: self.workers,
             reload,
         };
         errs.into_result(config)

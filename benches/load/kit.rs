@@ -67,11 +67,17 @@ fn bare_verify_us(message: &[u8]) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = std::path::PathBuf::from(args.first().expect("usage: loadkit <dir> <pool>"));
-    let pool: usize = args.get(1).map_or(100_000, |s| s.parse().expect("pool size"));
+    let pool: usize = args
+        .get(1)
+        .map_or(100_000, |s| s.parse().expect("pool size"));
     let verify_only = args.iter().any(|a| a == "--verify-only");
     std::fs::create_dir_all(&dir).expect("dir");
     let key = SigningKey::generate(Algorithm::RS256, "bench-1");
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 86_400;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
     let token = key.sign(&claims("user-0", exp));
     let message = token.rsplit_once('.').map_or("", |(m, _)| m);
     println!("bare_verify_us {:.2}", bare_verify_us(message.as_bytes()));
