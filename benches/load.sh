@@ -189,6 +189,9 @@ run() { # name pid url [wrk args...]
   local before after r rps reqs p50 p99 cpu
   before=$(ticks "$pid")
   local perf_pid=""
+  if [ -n "${STRACE:-}" ] && [ "$name" = "$STRACE" ]; then
+    timeout 3 strace -c -f -p "$pid" -o "${STRACE_OUT:-strace.txt}" 2>/dev/null &
+  fi
   if [ -n "${PERF:-}" ] && [ "$name" = "$PERF" ]; then
     perf record -F 2000 -g -o "${PERF_OUT:-perf.data}" -p "$pid" -- sleep "$secs" 2>/dev/null &
     perf_pid=$!

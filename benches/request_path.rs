@@ -120,7 +120,7 @@ fn verify(c: &mut Criterion) {
         });
         let cache = claimgate::token::TokenCache::new(10_000);
         let verified = claimgate::token::verify(&token, &snap.issuers, None, 8192, now).unwrap();
-        cache.insert(&token, &verified, now);
+        cache.insert(&token, &verified);
         g.bench_function("claimgate_cache_hit", |b| {
             b.iter(|| {
                 cache
@@ -251,13 +251,48 @@ fn route(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let es = SigningKey::generate(Algorithm::ES256, "es");
     let mut g = c.benchmark_group("route");
-    for n in [10usize, 1000] {
+    for n in [10usize, 1000, 10_000] {
         let snap = snapshot(&routes(n), &[&es], &dir);
         let path = format!("/svc{}/items/42/parts/a/b", n / 2);
         g.bench_function(format!("find_among_{n}"), |b| {
             b.iter(|| {
                 let segs = claimgate::policy::canonical_segments(black_box(&path)).unwrap();
                 black_box(snap.router.find("api", &http::Method::GET, &segs).is_some())
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The verified-token cache holding 10k / 100k / 1M entries: a hit, and an
+/// insert into the full cache (which evicts).
+fn cache(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rs = SigningKey::generate(Algorithm::RS256, "rs");
+    let snap = snapshot(claimgate::demo::POLICY, &[&rs], &dir);
+    let now = claimgate::jwks::unix_now();
+    let token = rs.sign(&claims());
+    let verified = claimgate::token::verify(&token, &snap.issuers, None, 8192, now).unwrap();
+    let mut g = c.benchmark_group("cache");
+    for n in [10_000usize, 100_000, 1_000_000] {
+        let cache = claimgate::token::TokenCache::new(n);
+        // Distinct keys of a token's length; one shared verification.
+        for i in 0..n {
+            cache.insert(&format!("{token}{i}"), &verified);
+        }
+        cache.insert(&token, &verified);
+        g.bench_function(format!("hit_among_{n}"), |b| {
+            b.iter(|| {
+                cache
+                    .get(black_box(&token), &snap.issuers, None, now)
+                    .unwrap()
+            })
+        });
+        let mut i = n;
+        g.bench_function(format!("insert_into_full_{n}"), |b| {
+            b.iter(|| {
+                i += 1;
+                cache.insert(black_box(&format!("{token}{i}")), &verified)
             })
         });
     }
@@ -298,7 +333,7 @@ fn core(c: &mut Criterion) {
     let cache = claimgate::token::TokenCache::new(10_000);
     let now = claimgate::jwks::unix_now();
     let verified = claimgate::token::verify(&token, &snap.issuers, None, 8192, now).unwrap();
-    cache.insert(&token, &verified, now);
+    cache.insert(&token, &verified);
     let ctx = claimgate::decision::Ctx {
         snapshot: &snap,
         cache: Some(&cache),
@@ -391,5 +426,5 @@ fn core(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify, decide_and_inject, route, core);
+criterion_group!(benches, verify, decide_and_inject, route, cache, core);
 criterion_main!(benches);

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Generation of the serving snapshot.
     pub config_generation: IntGauge,
+    /// Tokens in the verified-token cache, set when metrics are scraped.
+    pub token_cache_entries: IntGauge,
 }
 
 impl Metrics {
@@ -187,6 +189,14 @@ impl Metrics {
         registry
             .register(Box::new(config_generation.clone()))
             .expect("unique metric");
+        let token_cache_entries = IntGauge::new(
+            "claimgate_token_cache_entries",
+            "Verified tokens in the token cache.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(token_cache_entries.clone()))
+            .expect("unique metric");
         Self {
             registry,
             requests,
@@ -205,6 +215,7 @@ impl Metrics {
             introspection_cache_lookups,
             config_reloads,
             config_generation,
+            token_cache_entries,
         }
     }
 

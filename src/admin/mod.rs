@@ -142,7 +142,11 @@ async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response
     match (req.method(), path) {
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            .body(Full::new(Bytes::from(app.metrics.render())))
+            .body(Full::new(Bytes::from({
+                let entries = i64::try_from(app.token_cache.len()).unwrap_or(i64::MAX);
+                app.metrics.token_cache_entries.set(entries);
+                app.metrics.render()
+            })))
             .unwrap_or_default(),
         (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/readyz") => match app.not_ready() {

@@ -137,7 +137,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(60),
             max_body_bytes: None,
             shutdown_grace: Duration::from_secs(30),
-            token_cache_entries: 10_000,
+            token_cache_entries: 100_000,
             drain_delay: Duration::from_secs(5),
         }
     }

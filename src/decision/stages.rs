@@ -228,7 +228,7 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
     }
     if cache_hit == Some(false) {
         if let Some(cache) = ctx.cache {
-            cache.insert(token, &verified, ctx.now);
+            cache.insert(token, &verified);
         }
     }
     // `tokens: all`: a JWT is introspected too, so that a revocation takes
