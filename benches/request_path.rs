@@ -338,6 +338,7 @@ fn core(c: &mut Criterion) {
         snapshot: &snap,
         cache: Some(&cache),
         now,
+        quotas: None,
     };
     let head = http::Request::get("/tenants/acme/reports/q3?page=2")
         .header("host", "api.example")
@@ -401,6 +402,7 @@ fn core(c: &mut Criterion) {
         snapshot: &snap_i,
         cache: Some(&cache),
         now,
+        quotas: None,
     };
     let mut opaque_head = head.clone();
     opaque_head.headers.insert(

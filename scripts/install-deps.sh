@@ -12,6 +12,7 @@
 #   nginx-light   Debian package: nginx with auth_request (tests/nginx.rs, and
 #                 the bare-proxy baseline of benches/load.sh)
 #   kubectl       Debian package, with kustomize built in (tests/deploy.rs)
+#   redis-server  Debian package (tests/quota.rs: the fleet's shared limits)
 #   wrk           Debian package (benches/load.sh, only with --bench)
 # Idempotent; refreshes the package lists only when an install fails.
 set -euo pipefail
@@ -25,6 +26,7 @@ command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 python3 -m venv --help >/dev/null 2>&1 || pkgs+=(python3-venv)
 [ -x /usr/sbin/nginx ] || pkgs+=(nginx-light)
 command -v kubectl >/dev/null || pkgs+=(kubectl)
+command -v redis-server >/dev/null || pkgs+=(redis-server)
 if [ "${1:-}" = "--bench" ]; then
   command -v wrk >/dev/null || pkgs+=(wrk)
 fi

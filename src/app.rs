@@ -37,6 +37,8 @@ pub struct App {
     pub upstream: UpstreamClient,
     /// Verified tokens; outlives snapshots (entries check their issuer).
     pub token_cache: crate::token::TokenCache,
+    /// Rate-limit counts: this node's, and the fleet's Redis when configured.
+    pub quotas: crate::quota::Quotas,
     pub limits: Limits,
     /// Where reloads read policy files from; `None` for embedded policies.
     policy_dir: Option<PathBuf>,
@@ -78,6 +80,7 @@ impl App {
             snapshot,
             cache: Some(&self.token_cache),
             now: crate::jwks::unix_now(),
+            quotas: Some(&self.quotas),
         }
     }
 
@@ -110,9 +113,15 @@ impl App {
         );
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
+            quotas: crate::quota::Quotas::new(
+                limits.rate_limit_keys,
+                limits.redis.clone(),
+                metrics.clone(),
+            ),
             metrics,
             upstream,
             token_cache: crate::token::TokenCache::new(limits.token_cache_entries),
+
             limits,
             policy_dir,
             vars,

@@ -148,6 +148,7 @@ pub async fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation 
         snapshot,
         cache: None,
         now,
+        quotas: None,
     };
     let outcome = decide_traced(&ctx, &mut head, given, &mut x.trace).await;
     let (matched, seen, verdict) = outcome.split();

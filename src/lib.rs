@@ -24,6 +24,7 @@ pub mod policy;
 pub mod policy_test;
 pub mod policy_watch;
 pub mod proxy;
+pub mod quota;
 pub mod snapshot;
 #[cfg(feature = "testkit")]
 pub mod testkit;

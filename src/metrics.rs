@@ -54,6 +54,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// Tokens in the verified-token cache, set when metrics are scraped.
     pub token_cache_entries: IntGauge,
+    pub rate_limit_decisions: IntCounterVec,
+    pub rate_limit_store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -85,6 +87,16 @@ impl Metrics {
             "claimgate_upstream_errors_total",
             "Upstream faults, by route and kind.",
             &["route", "kind"],
+        );
+        let rate_limit_decisions = counter(
+            "claimgate_rate_limit_decisions_total",
+            "Rate-limit checks, by route, limit, plan and result (allowed, limited).",
+            &["route", "limit", "plan", "result"],
+        );
+        let rate_limit_store_errors = counter(
+            "claimgate_rate_limit_store_errors_total",
+            "Rate-limit store (Redis) failures, by route, limit and the failure mode applied.",
+            &["route", "limit", "on_store_error"],
         );
         let jwks_fetches = counter(
             "claimgate_jwks_fetches_total",
@@ -216,6 +228,8 @@ impl Metrics {
             config_reloads,
             config_generation,
             token_cache_entries,
+            rate_limit_decisions,
+            rate_limit_store_errors,
         }
     }
 

@@ -121,6 +121,11 @@ pub struct Limits {
     /// After SIGTERM: how long `/readyz` answers 503 while requests are still
     /// served, so that load balancers stop sending before the listener closes.
     pub drain_delay: Duration,
+    /// Most keys the per-node rate-limit store holds (about 40 bytes each).
+    pub rate_limit_keys: usize,
+    /// The shared store of `store: redis` rate limits (the process file's
+    /// `redis:`).
+    pub redis: Option<crate::quota::RedisSettings>,
 }
 
 impl Default for Limits {
@@ -139,6 +144,8 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
             token_cache_entries: 100_000,
             drain_delay: Duration::from_secs(5),
+            rate_limit_keys: 1_000_000,
+            redis: None,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Ctx<'s> {
     pub snapshot: &'s Snapshot,
     pub cache: Option<&'s TokenCache>,
     pub now: u64,
+    /// The rate-limit stores; `None` offline (explain, policy tests), where
+    /// limits are shown, not counted.
+    pub quotas: Option<&'s crate::quota::Quotas>,
 }
 
 /// Claims handed to the core instead of a token (`explain --claims` and
@@ -64,10 +67,11 @@ pub enum Decision {
     Unavailable,
     UpstreamError,
     Timeout,
+    RateLimited,
 }
 
 impl Decision {
-    pub const ALL: [Decision; 9] = [
+    pub const ALL: [Decision; 10] = [
         Decision::Allowed,
         Decision::Public,
         Decision::Denied,
@@ -77,6 +81,7 @@ impl Decision {
         Decision::Unavailable,
         Decision::UpstreamError,
         Decision::Timeout,
+        Decision::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +95,7 @@ impl Decision {
             Decision::Unavailable => "unavailable",
             Decision::UpstreamError => "upstream_error",
             Decision::Timeout => "timeout",
+            Decision::RateLimited => "rate_limited",
         }
     }
 }
@@ -125,6 +131,9 @@ pub struct Allowed {
     /// The query without the credential, when the token came from it
     /// (`Some("")`: no query left).
     pub query: Option<String>,
+    /// For the response to the client: the rate limits' `RateLimit` headers
+    /// when the route asks for them.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// What telemetry needs of an outcome once the door has taken its verdict.

@@ -64,6 +64,7 @@ pub(super) async fn run<T: Tracer>(
                 source: None,
                 set: Vec::new(),
                 query: None,
+                response_headers: Vec::new(),
             }),
         };
     }
@@ -111,6 +112,17 @@ pub(super) async fn run<T: Tracer>(
         Ok(set) => set,
         Err(e) => return Ran::refused(Some(issuer), cache_hit, e),
     };
+    // quota: counted only for a request the rule allowed.
+    let mut response_headers = Vec::new();
+    if let (false, Some(quotas)) = (route.rate_limits.is_empty(), ctx.quotas) {
+        match quotas
+            .check(&route.name, &route.rate_limits, claims.root(), &facts)
+            .await
+        {
+            Ok(h) => response_headers = h,
+            Err(r) => return Ran::refused(Some(issuer), cache_hit, Rejection::from(r)),
+        }
+    }
     // The credential stays here unless the route passes it on.
     let mut query = None;
     if let (false, Some(source)) = (route.pass_authorization, &source) {
@@ -132,6 +144,7 @@ pub(super) async fn run<T: Tracer>(
             source,
             set,
             query,
+            response_headers,
         }),
     }
 }

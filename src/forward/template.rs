@@ -154,6 +154,15 @@ impl HeaderTemplate {
         })
     }
 
+    /// Whether an expression reads the request (a path parameter, a header,
+    /// the host or the method), which the client chooses.
+    pub fn reads_request(&self) -> bool {
+        self.parts.iter().any(|p| match p {
+            Part::Expr { sources, .. } => sources.iter().any(|s| matches!(s, Source::Request(_))),
+            Part::Literal(_) => false,
+        })
+    }
+
     /// The same template with this encoding, empty policy, and whether it
     /// must render non-empty.
     pub fn with(mut self, encoding: Encoding, empty: Option<Empty>, required: bool) -> Self {

@@ -46,6 +46,8 @@ pub struct Route {
     pub hasura: Option<Arc<Hasura>>,
     /// Names of `{param}` segments, in order.
     pub params: Vec<String>,
+    /// Quotas, checked in order once the rule allowed the request.
+    pub rate_limits: Vec<crate::quota::RateLimit>,
 }
 
 /// Where a route's allowed requests go.

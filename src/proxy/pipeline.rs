@@ -115,6 +115,14 @@ async fn forward_allowed(
     pin_host(&mut head);
     set_forwarded(&mut head, &host, peer, from_proxy);
     let result = send_upstream(app, &route.name, upstream, head, body, &allowed).await;
+    let result = result.map(|mut resp| {
+        // The rate limits' headers, when the route asks: the upstream's
+        // own of the same name are replaced.
+        for (name, value) in &allowed.response_headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+        resp
+    });
     (seen, result.map(|resp| (resp, allowed.decision, true)))
 }
 

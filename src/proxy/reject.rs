@@ -54,6 +54,19 @@ pub enum Rejection {
     RequestTimeout,
     /// The declared body is over `limits.max_body_bytes` (413).
     BodyTooLarge,
+    /// A rate limit refused (429), with `Retry-After` and `RateLimit*`.
+    RateLimited(Vec<(http::HeaderName, HeaderValue)>),
+    /// A Redis-backed limit's store failed and the limit says `deny` (503).
+    RateLimitUnavailable,
+}
+
+impl From<crate::quota::Refusal> for Rejection {
+    fn from(r: crate::quota::Refusal) -> Self {
+        match r {
+            crate::quota::Refusal::Limited(h) => Rejection::RateLimited(h),
+            crate::quota::Refusal::StoreUnavailable => Rejection::RateLimitUnavailable,
+        }
+    }
 }
 
 impl Rejection {
@@ -76,6 +89,8 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::RequestTimeout => "request_timeout",
             Rejection::BodyTooLarge => "body_too_large",
+            Rejection::RateLimited(_) => "rate_limited",
+            Rejection::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 
@@ -97,6 +112,8 @@ impl Rejection {
             Rejection::Token(_) => Decision::Unauthenticated,
             Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout => Decision::UpstreamError,
             Rejection::RequestTimeout => Decision::Timeout,
+            Rejection::RateLimited(_) => Decision::RateLimited,
+            Rejection::RateLimitUnavailable => Decision::Unavailable,
         }
     }
 
@@ -118,6 +135,8 @@ impl Rejection {
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout | Rejection::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -155,6 +174,8 @@ impl Rejection {
             Rejection::UpstreamUnavailable
             | Rejection::UpstreamTimeout
             | Rejection::RequestTimeout => "upstream_error",
+            Rejection::RateLimited(_) => "rate_limited",
+            Rejection::RateLimitUnavailable => "temporarily_unavailable",
             _ => "invalid_request",
         }
     }
@@ -208,6 +229,11 @@ impl Rejection {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(c) = self.challenge() {
             h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if let Rejection::RateLimited(limit) = self {
+            for (name, value) in limit {
+                h.insert(name.clone(), value.clone());
+            }
         }
         resp
     }

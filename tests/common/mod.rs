@@ -487,3 +487,23 @@ pub fn envoy_checks(s: &Stack, cases: &Value) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("client output")
 }
+
+/// The load error of `policy` (its variables filled with placeholders), for
+/// tests of config mistakes. Call it inside a Tokio runtime.
+pub fn compile_error(policy: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+    let vars: HashMap<String, String> = [
+        ("UPSTREAM".to_string(), "http://127.0.0.1:9".to_string()),
+        (
+            "JWKS_URI".to_string(),
+            "http://127.0.0.1:9/jwks".to_string(),
+        ),
+    ]
+    .into();
+    let sources = PolicySource::read_dir(dir.path()).unwrap();
+    match App::new(Limits::default(), None, &sources, Box::new(vars)) {
+        Ok(_) => panic!("the policy compiled"),
+        Err(e) => e.to_string(),
+    }
+}

@@ -40,6 +40,24 @@ pub struct ProcessDoc {
     /// The Envoy ext_authz gRPC door (Istio CUSTOM, Envoy Gateway), on a
     /// listener of its own.
     pub ext_authz: Option<Spanned<ExtAuthzDoc>>,
+    /// The shared store of `store: redis` rate limits.
+    pub redis: Option<Spanned<RedisDoc>>,
+}
+
+/// Where the fleet's rate-limit counts live.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisDoc {
+    /// `redis://host:port/db` or `rediss://...`, without a password.
+    pub url: String,
+    /// The password, from env or a file (never in this file).
+    pub password: Option<crate::config::schema::policy::SecretDoc>,
+    /// Longest a rate-limit call may take (default 50ms); past it the
+    /// limit's `on_store_error` applies.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub timeout: Option<Duration>,
+    /// Prefix of claimgate's keys (default `claimgate:rl:`).
+    pub key_prefix: Option<String>,
 }
 
 /// The ext_authz gRPC listener and the Envoys it answers.
@@ -117,6 +135,7 @@ pub struct LimitsDoc {
     pub token_cache_entries: Option<usize>,
     #[serde(default, deserialize_with = "duration::option")]
     pub drain_delay: Option<Duration>,
+    pub rate_limit_keys: Option<usize>,
 }
 
 fn default_listen() -> Spanned<String> {
@@ -179,7 +198,48 @@ impl ProcessDoc {
             shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
             token_cache_entries: l.token_cache_entries.unwrap_or(d.token_cache_entries),
             drain_delay: l.drain_delay.unwrap_or(d.drain_delay),
+            rate_limit_keys: l.rate_limit_keys.unwrap_or(d.rate_limit_keys),
+            redis: None,
         };
+        let mut limits = limits;
+        if let Some(doc) = self.redis {
+            let at = origin(path, &doc);
+            let doc = doc.value;
+            let password = match &doc.password {
+                None => None,
+                Some(s) => match (&s.env, &s.file) {
+                    (Some(name), None) => std::env::var(name)
+                        .map_err(|_| format!("redis.password: ${name} is not set"))
+                        .map(Some),
+                    (None, Some(f)) => crate::jwks::SecretRef::File(base.join(f))
+                        .read()
+                        .map(|b| Some(String::from_utf8_lossy(&b).into_owned()))
+                        .map_err(|e| format!("redis.password: {e}")),
+                    _ => Err("redis.password takes exactly one of `env` and `file`".into()),
+                }
+                .unwrap_or_else(|e| {
+                    errs.push(at.clone(), e);
+                    None
+                }),
+            };
+            if !(doc.url.starts_with("redis://") || doc.url.starts_with("rediss://")) {
+                errs.push(
+                    at.clone(),
+                    format!("redis.url `{}` is not a redis:// or rediss:// URL", doc.url),
+                );
+            } else if doc.url.contains('@') {
+                errs.push(
+                    at.clone(),
+                    "redis.url carries a password: use `password: {env: ...}` or `{file: ...}`",
+                );
+            }
+            limits.redis = Some(crate::quota::RedisSettings {
+                url: doc.url,
+                password,
+                timeout: doc.timeout.unwrap_or(Duration::from_millis(50)),
+                prefix: doc.key_prefix.unwrap_or_else(|| "claimgate:rl:".into()),
+            });
+        }
         let rd = ReloadSettings::default();
         let reload = ReloadSettings {
             watch: self.reload.watch.unwrap_or(rd.watch),

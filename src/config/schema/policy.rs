@@ -216,6 +216,38 @@ pub struct RouteDoc {
     /// removed.
     #[serde(default)]
     pub trust_rewrite_headers: bool,
+    /// Quotas: each limit's key, rate by plan, and store.
+    #[serde(default)]
+    pub rate_limits: Vec<Spanned<RateLimitDoc>>,
+}
+
+/// One rate limit of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitDoc {
+    /// Names the limit in metrics and headers; unique in the route.
+    pub name: String,
+    /// A template like a header's: `{{ $.sub }}`, `{{ $.org_id }}`, and
+    /// with `key_from_request: true` also `{{ {tenant} }}` or
+    /// `{{ {header:X-Api-Key} }}`.
+    pub key: String,
+    /// Lets the key read request values (unverified input, rule 24).
+    #[serde(default)]
+    pub key_from_request: bool,
+    /// The claim naming the plan, e.g. `$.subscription_level`.
+    pub by: Option<String>,
+    /// Plan → rate (`60/min`, `10/s`, `unlimited`); needs `by`.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+    /// The rate without `by`, or for a plan not listed.
+    pub default: Option<String>,
+    /// `local` (default) or `redis` (the process file's `redis:`).
+    pub store: Option<String>,
+    /// With `store: redis`, required: `allow`, `deny` or `local`.
+    pub on_store_error: Option<String>,
+    /// `RateLimit` / `RateLimit-Policy` on allowed responses too.
+    #[serde(default)]
+    pub headers: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,7 @@ fn route(
         claims_header: None,
         hasura: None,
         params,
+        rate_limits: Vec::new(),
     };
     (segs, Arc::new(r))
 }
