@@ -10,6 +10,8 @@
 #                        pool of POOL (first use: a full verification)
 #   cg forged sig        a known kid, a bad signature: 401, nothing proxied
 #   cg unknown kids      10,000 different unknown kids: 401
+#   cg local limit       the cached case plus a rate limit by plan (this node)
+#   cg redis limit       the same limit in Redis (a local redis-server)
 #
 # For each: µs of CPU per request of the proxy's own processes (from
 # /proc/<pid>/stat, the least noisy figure on a shared machine), req/s,
@@ -96,6 +98,9 @@ pids+=($!)
 ngpid=$!
 pids+=($ngpid)
 
+redis_port=$((base + 6))
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+pids+=($!)
 mkdir -p "$work/cg/policies"
 cat >"$work/cg/claimgate.yaml" <<EOF
 listen: 127.0.0.1:$cg
@@ -103,6 +108,7 @@ admin_listen: 127.0.0.1:$adm
 policies: ./policies
 log_format: json
 reload: { watch: false, poll_interval: 0s }
+redis: { url: "redis://127.0.0.1:$redis_port/0", timeout: 100ms }
 EOF
 cat >"$work/cg/policies/bench.yaml" <<EOF
 issuers:
@@ -131,6 +137,30 @@ routes:
       X-Tenant: "{{ \$.tenant }}"
       X-Plan: "{{ \$.plan }}"
       X-Email: "{{ \$.email }}"
+  # The api route with a rate limit by plan (never reached), on this node
+  # and in Redis: the cost of a limit against the route without.
+  - name: local-limit
+    match: { path: "/lim/**", methods: [GET] }
+    upstream: app
+    allow: { role: orders }
+    forward:
+      X-User-Id: "{{ \$.sub }}"
+      X-Tenant: "{{ \$.tenant }}"
+      X-Plan: "{{ \$.plan }}"
+      X-Email: "{{ \$.email }}"
+    rate_limits:
+      - { name: per-user, key: "{{ \$.sub }}", by: \$.plan, limits: { gold: 1000000000/s }, default: 10/s }
+  - name: redis-limit
+    match: { path: "/rl/**", methods: [GET] }
+    upstream: app
+    allow: { role: orders }
+    forward:
+      X-User-Id: "{{ \$.sub }}"
+      X-Tenant: "{{ \$.tenant }}"
+      X-Plan: "{{ \$.plan }}"
+      X-Email: "{{ \$.email }}"
+    rate_limits:
+      - { name: per-user, key: "{{ \$.sub }}", by: \$.plan, limits: { gold: 1000000000/s }, default: 10/s, store: redis, on_store_error: deny }
 EOF
 start_cg() { # binary config-dir -> pid on stdout
   "$1" run --config "$2/claimgate.yaml" >/dev/null 2>"$2/access.log" &
@@ -141,6 +171,9 @@ pids+=($cgpid)
 if [ -n "${BASELINE:-}" ]; then
   # The same config on two more ports, for an older binary in the same run.
   cp -r "$work/cg" "$work/base"
+  # Without the rate-limit routes and Redis, which an older binary lacks.
+  sed -i '/^redis:/d' "$work/base/claimgate.yaml"
+  sed -i '/# The api route with a rate limit/,$d' "$work/base/policies/bench.yaml"
   sed -i "s/:$cg\$/:$((base + 4))/; s/:$adm\$/:$((base + 5))/" "$work/base/claimgate.yaml"
   basepid=$(start_cg "$BASELINE" "$work/base")
   pids+=($basepid)
@@ -216,6 +249,8 @@ run "upstream direct" "${pids[0]}" "http://127.0.0.1:$up/api/orders/7"
 run "nginx proxy_pass" "$ngpid" "http://127.0.0.1:$ng/api/orders/7"
 run "cg public" "$cgpid" "http://127.0.0.1:$cg/public/7"
 run "cg cached RS256" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $token"
+run "cg local limit" "$cgpid" "http://127.0.0.1:$cg/lim/orders/7" -H "Authorization: Bearer $token"
+run "cg redis limit" "$cgpid" "http://127.0.0.1:$cg/rl/orders/7" -H "Authorization: Bearer $token"
 if [ -n "${BASELINE:-}" ]; then
   run "BASELINE public" "$basepid" "http://127.0.0.1:$((base + 4))/public/7"
   run "BASELINE cached" "$basepid" "http://127.0.0.1:$((base + 4))/api/orders/7" -H "Authorization: Bearer $token"

@@ -422,6 +422,37 @@ fn core(c: &mut Criterion) {
             black_box(o.verdict.is_ok())
         })
     });
+    // The same route with a local rate limit by plan (never reached: the
+    // rate is far above the bench's), against the route without limits.
+    let limited_routes = CORE_ROUTES.replace(
+        "    upstream: u\n",
+        "    upstream: u\n    rate_limits:\n      - { name: per-user, key: \"{{ $.sub }}\", by: $.subscription_level, limits: { gold: 1000000000/s }, default: 10/s }\n",
+    );
+    let snap_l = snapshot(&format!("{PREAMBLE}{limited_routes}"), &[&es], &dir);
+    let quotas = claimgate::quota::Quotas::new(
+        1_000_000,
+        None,
+        std::sync::Arc::new(claimgate::metrics::Metrics::new()),
+    );
+    let ctx_l = claimgate::decision::Ctx {
+        snapshot: &snap_l,
+        cache: Some(&cache),
+        now,
+        quotas: Some(&quotas),
+    };
+    let limited = rt.block_on(async {
+        let mut h = head.clone();
+        let o = claimgate::decision::decide(&ctx_l, &mut h, None).await;
+        o.verdict.map(|a| a.set.len()).map_err(|e| e.reason())
+    });
+    assert_eq!(limited, Ok(5), "allowed under the limit");
+    c.bench_function("core/decide_cached_tenant_rule_local_rate_limit", |b| {
+        b.iter(|| {
+            let mut h = head.clone();
+            let o = rt.block_on(claimgate::decision::decide(&ctx_l, &mut h, None));
+            black_box(o.verdict.is_ok())
+        })
+    });
     // Its floor: copying the request head, which every iteration above does.
     c.bench_function("core/baseline_clone_head", |b| {
         b.iter(|| black_box(head.clone()))
