@@ -79,6 +79,9 @@ pub struct Explanation {
     /// What the upstream would receive, claimgate's headers included.
     /// `X-Forwarded-*` (from the connection) are left out.
     pub headers: Vec<(String, String)>,
+    /// The route's rate limits as they would apply to this request:
+    /// `name: plan rate, key ...` (not counted: an explanation is offline).
+    pub rate_limits: Vec<String>,
 }
 
 /// Runs `case` through the decision core over `snapshot` at Unix time
@@ -88,6 +91,7 @@ pub struct Explanation {
 pub async fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation {
     let mut x = Explanation {
         request: format!("{} {} (host {})", case.method, case.path, case.host),
+        rate_limits: Vec::new(),
         route: None,
         template: None,
         params: Vec::new(),
@@ -204,6 +208,9 @@ pub async fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation 
     };
     match verdict {
         Ok(allowed) => {
+            if let (Some(m), Some(claims)) = (&matched, &allowed.claims) {
+                x.rate_limits = rate_limits(m, claims.root(), &head);
+            }
             x.decision = allowed.decision;
             x.headers = header_list(&head.headers);
             // The admin secret is real in the proxy; never in an explanation.
@@ -217,6 +224,50 @@ pub async fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation 
         Err(rejection) if x.webhook => x.refused(&rejection.for_webhook()),
         Err(rejection) => x.refused(&rejection),
     }
+}
+
+/// Which limit, plan, rate and key each of the route's rate limits gives
+/// this request.
+fn rate_limits(
+    m: &crate::policy::Matched<'_>,
+    claims: &serde_json::Value,
+    head: &Parts,
+) -> Vec<String> {
+    let host = head
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let facts = crate::claims::RequestFacts {
+        method: &head.method,
+        host,
+        params: &m.params,
+        headers: &head.headers,
+    };
+    m.route
+        .rate_limits
+        .iter()
+        .map(|l| {
+            let (plan, rate) = l.plan(claims);
+            let rate = match rate {
+                crate::quota::PlanRate::Unlimited => "unlimited".to_string(),
+                crate::quota::PlanRate::Limited(r) => {
+                    format!("{}/{}", r.count, humantime::format_duration(r.period))
+                }
+            };
+            let key = match l.key.render(claims, &facts) {
+                Ok(crate::forward::template::Rendered::Value(v)) => {
+                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                }
+                _ => "(empty: one shared bucket)".into(),
+            };
+            let store = match l.store {
+                crate::quota::StoreKind::Local => "this node",
+                crate::quota::StoreKind::Redis => "redis",
+            };
+            format!("{}: plan {plan}, {rate}, key {key:?}, {store}", l.name)
+        })
+        .collect()
 }
 
 /// The request head `case` describes, its credential in place.
@@ -350,8 +401,14 @@ impl Explanation {
             _ => format!("{}: {} {}", self.decision, self.status, self.reason),
         };
         line("decision", &verdict);
+        if !self.rate_limits.is_empty() {
+            out.push_str("limits    (not counted here)\n");
+            for l in &self.rate_limits {
+                out.push_str(&format!("  {l}\n"));
+            }
+        }
         if self.status == 200 {
-            line("upstream", "headers:");
+            out.push_str("upstream  headers:\n");
             for (k, v) in &self.headers {
                 out.push_str(&format!("  {k}: {v}\n"));
             }

@@ -76,6 +76,10 @@ struct ExpectDoc {
     /// Headers the upstream must not receive.
     #[serde(default)]
     absent: Vec<String>,
+    /// Rate limits the request falls under, as `name: plan`
+    /// (e.g. `per-user: gold`).
+    #[serde(default)]
+    rate_limits: Vec<String>,
 }
 
 /// The outcome of a run.
@@ -284,6 +288,20 @@ fn check(want: &ExpectDoc, got: &Explanation) -> Result<(), Failure> {
             Some(v) if v == *value => {}
             Some(v) => why.push(format!("expected header {name}: `{value}`, got `{v}`")),
             None => why.push(format!("expected header {name}: `{value}`, it is not sent")),
+        }
+    }
+    for limit in &want.rate_limits {
+        let prefix = format!("{limit},");
+        let plan = limit.replacen(": ", ": plan ", 1);
+        if !got
+            .rate_limits
+            .iter()
+            .any(|l| l.starts_with(&format!("{plan},")) || l.starts_with(&prefix))
+        {
+            why.push(format!(
+                "expected rate limit `{limit}`, got [{}]",
+                got.rate_limits.join("; ")
+            ));
         }
     }
     for name in &want.absent {
