@@ -55,6 +55,9 @@ pub struct Metrics {
     /// Tokens in the verified-token cache, set when metrics are scraped.
     pub token_cache_entries: IntGauge,
     pub rate_limit_decisions: IntCounterVec,
+    /// Upgraded (WebSocket) connections open now, by route.
+    pub upgraded_open: prometheus::IntGaugeVec,
+    pub upgraded_closed: IntCounterVec,
     pub rate_limit_store_errors: IntCounterVec,
 }
 
@@ -98,6 +101,22 @@ impl Metrics {
             "Rate-limit store (Redis) failures, by route, limit and the failure mode applied.",
             &["route", "limit", "on_store_error"],
         );
+        let upgraded_closed = counter(
+            "claimgate_upgraded_connections_closed_total",
+            "Upgraded (WebSocket) connections ended, by route and reason (closed, error, token_expired).",
+            &["route", "reason"],
+        );
+        let upgraded_open = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "claimgate_upgraded_connections",
+                "Upgraded (WebSocket) connections open now, by route.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(upgraded_open.clone()))
+            .expect("unique metric");
         let jwks_fetches = counter(
             "claimgate_jwks_fetches_total",
             "JWKS loads, by issuer and result.",
@@ -230,6 +249,8 @@ impl Metrics {
             token_cache_entries,
             rate_limit_decisions,
             rate_limit_store_errors,
+            upgraded_open,
+            upgraded_closed,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Route {
     pub params: Vec<String>,
     /// Quotas, checked in order once the rule allowed the request.
     pub rate_limits: Vec<crate::quota::RateLimit>,
+    /// An upgraded connection may outlive the token (rule 23).
+    pub websocket_outlives_token: bool,
 }
 
 /// Where a route's allowed requests go.

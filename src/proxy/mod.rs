@@ -7,6 +7,7 @@ pub mod pipeline;
 pub mod reject;
 pub mod server;
 pub mod shards;
+pub mod upgrade;
 pub mod upstream;
 
 use bytes::Bytes;

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::reject::Rejection;
+use super::upgrade;
 use super::Body;
 use crate::app::App;
 use crate::decision::telemetry::{self, Record};
@@ -24,7 +25,8 @@ use crate::forward;
 use crate::forward::forwarded::{self, FromProxy};
 use crate::forward::hasura;
 use crate::policy::rule::NoTrace;
-use crate::policy::{Matched, Target};
+use crate::policy::{Matched, Route, Target};
+use hyper::upgrade::OnUpgrade;
 
 pub use crate::decision::Peer;
 
@@ -38,13 +40,20 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     let id = forwarded::request_id(&head.headers, peer.addr.ip(), &snapshot.trusted_proxies);
     head.headers.insert("x-request-id", id.clone());
     let (method, path) = (head.method.clone(), head.uri.path().to_string());
+    // Read before hygiene removes the hop-by-hop headers.
+    let upgrade = upgrade::requested(&head);
+    // A gRPC call is refused in gRPC's terms.
+    let grpc = head
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     // Routing is quick and bounded; the deadline covers what may wait (keys,
     // the upstream), and a timeout is still counted under its route.
     let (route, seen, result) = match decision::route(&snapshot, &head) {
         Err(rejection) => ("none", Seen::default(), Err(rejection)),
         Ok((matched, host)) => {
             let route = matched.route.name.as_str();
-            let forwarded = forward_allowed(app, &ctx, matched, host, head, body, peer);
+            let forwarded = forward_allowed(app, &ctx, matched, host, head, body, peer, upgrade);
             match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
                 Ok((seen, result)) => (route, seen, result),
                 Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
@@ -53,6 +62,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     };
     let (mut resp, decision, rejection, from_upstream) = match result {
         Ok((resp, decision, from_upstream)) => (resp, decision, None, from_upstream),
+        Err(r) if grpc => (r.grpc_response(&id), r.decision(), Some(r), false),
         Err(r) => (r.response_with_id(&id), r.decision(), Some(r), false),
     };
     let status = resp.status().as_u16();
@@ -78,6 +88,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
 
 /// The core's decision, then, if allowed, the upstream (or the webhook's
 /// own answer); says whether the answer came from the upstream.
+#[allow(clippy::too_many_arguments)]
 async fn forward_allowed(
     app: &App,
     ctx: &Ctx<'_>,
@@ -86,6 +97,7 @@ async fn forward_allowed(
     mut head: Parts,
     body: Incoming,
     peer: Peer,
+    upgrade: Option<HeaderValue>,
 ) -> (Seen, Result<(Response<Body>, Decision, bool), Rejection>) {
     let route = matched.route.clone();
     // A trusted proxy's forwarding headers, before hygiene removes them.
@@ -114,7 +126,16 @@ async fn forward_allowed(
     };
     pin_host(&mut head);
     set_forwarded(&mut head, &host, peer, from_proxy);
-    let result = send_upstream(app, &route.name, upstream, head, body, &allowed).await;
+    let upgrade = upgrade.and_then(|protocol| {
+        upgrade::restore(&mut head.headers, &protocol);
+        let client = head.extensions.remove::<OnUpgrade>()?;
+        Some(Upgrade {
+            client,
+            protocol,
+            lifetime: lifetime(&route, &seen, &allowed),
+        })
+    });
+    let result = send_upstream(app, &route.name, upstream, head, body, &allowed, upgrade).await;
     let result = result.map(|mut resp| {
         // The rate limits' headers, when the route asks: the upstream's
         // own of the same name are replaced.
@@ -126,6 +147,29 @@ async fn forward_allowed(
     (seen, result.map(|resp| (resp, allowed.decision, true)))
 }
 
+/// An allowed upgrade request's client side, for the splice.
+struct Upgrade {
+    client: OnUpgrade,
+    protocol: HeaderValue,
+    lifetime: upgrade::Lifetime,
+}
+
+/// How long an upgraded connection may live (rule 23): to the token's `exp`
+/// plus the issuer's leeway, unless the route lets it outlive the token.
+fn lifetime(route: &Route, seen: &Seen, allowed: &Allowed) -> upgrade::Lifetime {
+    let exp = allowed
+        .claims
+        .as_ref()
+        .and_then(|c| c.root().get("exp").and_then(serde_json::Value::as_f64));
+    match (route.websocket_outlives_token, exp, &seen.issuer) {
+        (false, Some(exp), Some(issuer)) => {
+            let left = exp + issuer.leeway as f64 - crate::jwks::unix_now() as f64;
+            upgrade::Lifetime::Until(std::time::Duration::from_secs_f64(left.max(0.0)))
+        }
+        _ => upgrade::Lifetime::Unbounded,
+    }
+}
+
 /// The upstream stage: same method, raw path (and the query without the
 /// credential), the body streamed and bounded.
 async fn send_upstream(
@@ -135,6 +179,7 @@ async fn send_upstream(
     mut head: Parts,
     body: Incoming,
     allowed: &Allowed,
+    upgrade: Option<Upgrade>,
 ) -> Result<Response<Body>, Rejection> {
     let path_and_query = match &allowed.query {
         Some(q) if q.is_empty() => head.uri.path().to_string(),
@@ -167,8 +212,23 @@ async fn send_upstream(
         .with_label_values(&[route])
         .observe(sent.elapsed().as_secs_f64());
     // respond: the upstream's hop-by-hop headers stop here too.
-    let (mut parts, body) = resp?.into_parts();
-    forward::strip_hop_by_hop(&mut parts.headers);
+    let mut resp = resp?;
+    forward::strip_hop_by_hop(resp.headers_mut());
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // A 101 the client did not ask for cannot be passed on.
+        let Some(u) = upgrade else {
+            return Err(Rejection::UpstreamUnavailable);
+        };
+        upgrade::splice(
+            u.client,
+            &mut resp,
+            &u.protocol,
+            u.lifetime,
+            &app.metrics,
+            route,
+        );
+    }
+    let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(parts, body.boxed()))
 }
 

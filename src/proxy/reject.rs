@@ -217,6 +217,46 @@ impl Rejection {
         resp
     }
 
+    /// The gRPC status code of this refusal, as Envoy's jwt_authn and
+    /// ext_authz answer: UNAUTHENTICATED, PERMISSION_DENIED, ...
+    pub fn grpc_status(&self) -> u8 {
+        match self.status().as_u16() {
+            400 => 3,        // INVALID_ARGUMENT
+            401 => 16,       // UNAUTHENTICATED
+            403 => 7,        // PERMISSION_DENIED
+            404 => 12,       // UNIMPLEMENTED
+            413 | 429 => 8,  // RESOURCE_EXHAUSTED
+            504 => 4,        // DEADLINE_EXCEEDED
+            502 | 503 => 14, // UNAVAILABLE
+            _ => 2,          // UNKNOWN
+        }
+    }
+
+    /// The refusal of a gRPC call (`content-type: application/grpc*`): a
+    /// trailers-only answer, HTTP 200 with `grpc-status` and `grpc-message`
+    /// (the reason code), which gRPC clients report as the call's status.
+    pub fn grpc_response(&self, id: &HeaderValue) -> Response<Body> {
+        let mut resp = Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        h.insert("grpc-message", HeaderValue::from_static(self.reason()));
+        h.insert("x-request-id", id.clone());
+        if let Rejection::RateLimited(limit) = self {
+            for (name, value) in limit {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+        resp
+    }
+
     pub fn response(&self) -> Response<Body> {
         let body = self.body();
         let mut resp = Response::new(

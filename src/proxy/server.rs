@@ -127,7 +127,7 @@ pub async fn serve(
             None => {
                 let conn = graceful.watch(
                     builder
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .into_owned(),
                 );
                 tokio::spawn(async move {
@@ -146,7 +146,8 @@ pub async fn serve(
                     else {
                         return;
                     };
-                    let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
                     let _ = watcher.watch(conn).await;
                     drop(permit);
                 });

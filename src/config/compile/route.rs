@@ -189,6 +189,7 @@ impl Compiler {
             trust_rewrite_headers: doc.trust_rewrite_headers,
             params,
             rate_limits,
+            websocket_outlives_token: doc.websocket_outlives_token,
         };
         Some((segments, route))
     }

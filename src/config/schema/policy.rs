@@ -216,6 +216,10 @@ pub struct RouteDoc {
     /// removed.
     #[serde(default)]
     pub trust_rewrite_headers: bool,
+    /// An upgraded (WebSocket) connection may outlive the token's `exp`
+    /// (SECURITY.md rule 23: by default it is closed then).
+    #[serde(default)]
+    pub websocket_outlives_token: bool,
     /// Quotas: each limit's key, rate by plan, and store.
     #[serde(default)]
     pub rate_limits: Vec<Spanned<RateLimitDoc>>,

@@ -27,6 +27,7 @@ fn route(
         hasura: None,
         params,
         rate_limits: Vec::new(),
+        websocket_outlives_token: false,
     };
     (segs, Arc::new(r))
 }
