@@ -226,7 +226,7 @@ async fn every_door_gives_the_same_decision_and_headers() {
             "POST",
             "/orders/7",
             vec![("authorization", &gold)],
-            StatusCode::NOT_FOUND,
+            StatusCode::METHOD_NOT_ALLOWED,
         ),
         (
             "GET",

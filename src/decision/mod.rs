@@ -186,11 +186,19 @@ impl Outcome<'_> {
 pub fn route<'s>(snapshot: &'s Snapshot, head: &Parts) -> Result<(Matched<'s>, String), Rejection> {
     let segments = canonical_segments(head.uri.path()).map_err(Rejection::BadPath)?;
     let host = request_host(head);
-    let matched = snapshot
-        .router
-        .find(&host, &head.method, &segments)
-        .ok_or(Rejection::NoRoute)?;
-    Ok((matched, host))
+    match snapshot.router.find(&host, &head.method, &segments) {
+        Some(matched) => Ok((matched, host)),
+        None => {
+            // The path is a route's, only not with this method: 405, and
+            // which methods it takes.
+            let allowed = snapshot.router.methods_for(&host, &segments);
+            if allowed.is_empty() {
+                Err(Rejection::NoRoute)
+            } else {
+                Err(Rejection::MethodNotAllowed(allowed))
+            }
+        }
+    }
 }
 
 /// The whole decision for a request head: route, then [`decide_routed`].

@@ -219,6 +219,25 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The methods some route takes for this host and path (for a 405's
+    /// `Allow`), among the common ones.
+    pub fn methods_for(&self, host: &str, segments: &[String]) -> Vec<Method> {
+        [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ]
+        .into_iter()
+        .filter(|m| find_in(&self.root, host, m, segments, &mut Vec::new()).is_some())
+        .collect()
+    }
+}
+
 fn accepts(route: &Route, host: &str, method: &Method) -> bool {
     route.host.as_deref().is_none_or(|h| h == host)
         && route.methods.as_ref().is_none_or(|m| m.contains(method))

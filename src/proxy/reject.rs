@@ -23,6 +23,8 @@ pub enum Rejection {
     BadCredentials(ExtractError),
     /// No route takes this host, method and path (404).
     NoRoute,
+    /// A route takes the path, not the method (405, with `Allow`).
+    MethodNotAllowed(Vec<http::Method>),
     /// The token is missing or fails verification (401; 503 while keys load).
     Token(TokenError),
     /// The policy said no (403).
@@ -76,6 +78,7 @@ impl Rejection {
             Rejection::BadPath(_) => "ambiguous_path",
             Rejection::BadCredentials(e) => e.reason(),
             Rejection::NoRoute => "no_route",
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::Token(e) => e.reason(),
             Rejection::Denied => "policy_denied",
             Rejection::UntrustedGateway => "untrusted_gateway",
@@ -106,7 +109,7 @@ impl Rejection {
             Rejection::UntrustedGateway => Decision::Denied,
             Rejection::Hasura(e) if e.is_bad_request() => Decision::BadRequest,
             Rejection::Hasura(_) | Rejection::WebhookDenied(_) => Decision::Denied,
-            Rejection::NoRoute => Decision::NoRoute,
+            Rejection::NoRoute | Rejection::MethodNotAllowed(_) => Decision::NoRoute,
             Rejection::RequiredHeaderEmpty(_) | Rejection::Denied => Decision::Denied,
             Rejection::Token(e) if e.is_unavailable() => Decision::Unavailable,
             Rejection::Token(_) => Decision::Unauthenticated,
@@ -129,6 +132,7 @@ impl Rejection {
             Rejection::Hasura(_) => StatusCode::FORBIDDEN,
             Rejection::WebhookDenied(_) => StatusCode::UNAUTHORIZED,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
+            Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
             Rejection::Denied | Rejection::RequiredHeaderEmpty(_) => StatusCode::FORBIDDEN,
@@ -171,6 +175,7 @@ impl Rejection {
             }
             Rejection::Hasura(e) if !e.is_bad_request() => "insufficient_scope",
             Rejection::NoRoute => "not_found",
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::UpstreamUnavailable
             | Rejection::UpstreamTimeout
             | Rejection::RequestTimeout => "upstream_error",
@@ -275,6 +280,12 @@ impl Rejection {
                 h.insert(name.clone(), value.clone());
             }
         }
+        if let Rejection::MethodNotAllowed(methods) = self {
+            let allow = methods.iter().map(http::Method::as_str).collect::<Vec<_>>();
+            if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                h.insert(http::header::ALLOW, v);
+            }
+        }
         resp
     }
 }
@@ -309,6 +320,11 @@ mod tests {
             ),
             (Rejection::BadPath(PathError::Ambiguous), 400, None),
             (Rejection::NoRoute, 404, None),
+            (
+                Rejection::MethodNotAllowed(vec![http::Method::GET, http::Method::HEAD]),
+                405,
+                None,
+            ),
             (Rejection::UpstreamUnavailable, 502, None),
             (Rejection::UpstreamTimeout, 504, None),
         ];
