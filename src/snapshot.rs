@@ -45,6 +45,50 @@ pub struct Upstream {
     pub authority: Authority,
     /// Prepended to the request path; empty or starting with `/`, no trailing `/`.
     pub base_path: String,
+    /// How claimgate speaks to it; requests to upstreams with equal
+    /// transports share connection pools.
+    pub transport: Transport,
+}
+
+/// The HTTP version and TLS settings of an upstream connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    pub protocol: Protocol,
+    /// PEM CA certificates trusted besides the Mozilla roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// mTLS: a PEM certificate chain and its key.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// The HTTP version spoken to an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (over TLS for `https://`).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, by prior knowledge (`http://` only).
+    H2c,
+    /// HTTP/2 over TLS (`https://` only).
+    H2,
+    /// Over TLS, h2 or http/1.1 as ALPN decides (`https://` only).
+    Auto,
+}
+
+impl Protocol {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "http1" => Ok(Protocol::Http1),
+            "h2c" => Ok(Protocol::H2c),
+            "h2" => Ok(Protocol::H2),
+            "auto" => Ok(Protocol::Auto),
+            o => Err(format!("protocol `{o}` is not http1, h2c, h2 or auto")),
+        }
+    }
+
+    /// Whether requests go out as HTTP/2 whatever the client spoke.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
+    }
 }
 
 impl Upstream {
@@ -74,7 +118,30 @@ impl Upstream {
             scheme,
             authority,
             base_path: uri.path().trim_end_matches('/').to_string(),
+            transport: Transport::default(),
         })
+    }
+
+    /// The same upstream with `transport`, checked against the scheme.
+    pub fn with_transport(mut self, transport: Transport) -> Result<Self, String> {
+        let tls = self.scheme == Scheme::HTTPS;
+        let name = &self.name;
+        match (transport.protocol, tls) {
+            (Protocol::H2c, true) => {
+                return Err(format!("upstream `{name}`: h2c is HTTP/2 without TLS: use http://, or protocol h2"))
+            }
+            (Protocol::H2 | Protocol::Auto, false) => {
+                return Err(format!("upstream `{name}`: h2 and auto are negotiated over TLS: use https://, or protocol h2c"))
+            }
+            _ => {}
+        }
+        if !tls && (transport.ca_file.is_some() || transport.client_cert.is_some()) {
+            return Err(format!(
+                "upstream `{name}`: ca_file and client_cert are for https:// upstreams"
+            ));
+        }
+        self.transport = transport;
+        Ok(self)
     }
 
     /// The upstream URI for a request's raw path and query.

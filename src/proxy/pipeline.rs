@@ -193,8 +193,16 @@ async fn send_upstream(
     head.uri = upstream
         .uri_for(&path_and_query)
         .map_err(|_| Rejection::UpstreamUnavailable)?;
-    // The client's HTTP version is not the upstream's.
-    head.version = http::Version::HTTP_11;
+    // gRPC over HTTP/2 needs `TE: trailers`, which hygiene removed with
+    // the other hop-by-hop headers (RFC 9113 §8.2.2 allows this one value).
+    let grpc = head
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc && upstream.transport.protocol != crate::snapshot::Protocol::Http1 {
+        head.headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
     let limit = app.limits.max_body_bytes.unwrap_or(u64::MAX);
     let declared = head
         .headers
@@ -206,7 +214,10 @@ async fn send_upstream(
     }
     let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let sent = Instant::now();
-    let resp = app.upstream.send(Request::from_parts(head, body)).await;
+    let resp = app
+        .upstream
+        .send(&upstream.transport, Request::from_parts(head, body))
+        .await;
     app.metrics
         .upstream_duration
         .with_label_values(&[route])

@@ -1,7 +1,10 @@
-"""A gRPC call through claimgate with grpcio (h2c, prior knowledge), for
-tests/grpc.rs: prints the status code name and details the client reports.
+"""gRPC calls through claimgate with grpcio (h2c, prior knowledge), for
+tests/grpc.rs.
 
-    grpc_call.py ADDR METHOD [TOKEN]
+    grpc_call.py ADDR METHOD [TOKEN]   one unary call: the status code name
+                                       and details the client reports
+    grpc_call.py ADDR all TOKEN        unary (with its trailing metadata),
+                                       server-streaming and bidi calls
 """
 import json
 import sys
@@ -9,8 +12,27 @@ import sys
 import grpc
 
 
+def all_calls(addr, token):
+    md = [("authorization", f"Bearer {token}")]
+    ident = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    out = {}
+    with grpc.insecure_channel(addr) as channel:
+        reply, call = channel.unary_unary("/echo.Echo/Say", **ident).with_call(
+            b"hello", metadata=md, timeout=10)
+        out["unary"] = reply.decode()
+        out["trailers"] = {k: v for k, v in call.trailing_metadata()}
+        out["stream"] = [m.hex() for m in channel.unary_stream("/echo.Echo/Many", **ident)(
+            b"\x10", metadata=md, timeout=10)]
+        out["bidi"] = [m.decode() for m in channel.stream_stream("/echo.Echo/Chat", **ident)(
+            iter([b"abc", b"def", b"ghi"]), metadata=md, timeout=10)]
+    return out
+
+
 def main():
     addr, method = sys.argv[1], sys.argv[2]
+    if method == "all":
+        print(json.dumps(all_calls(addr, sys.argv[3])), flush=True)
+        return
     metadata = [("authorization", f"Bearer {sys.argv[3]}")] if len(sys.argv) > 3 else []
     with grpc.insecure_channel(addr) as channel:
         call = channel.unary_unary(method, request_serializer=lambda b: b,

@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 use super::error::{ConfigErrors, Origin};
 use super::schema::{
     origin, ForwardDoc, HasuraDoc, IssuerDoc, LevelsRef, NeedDoc, PolicyDoc, RouteDoc, RuleDoc,
-    SecretDoc, SpoofedHeaders, TenantNeedDoc, WebhookKind,
+    SecretDoc, SpoofedHeaders, TenantNeedDoc, UpstreamDoc, WebhookKind,
 };
 use super::yaml::{self, Vars};
 use crate::forward::forwarded::Cidr;
@@ -27,7 +27,7 @@ use crate::policy::rule::{
     ClaimLocations, Cmp, Need, Operand, RequestValue, TenantFrom, TenantKind,
 };
 use crate::policy::{ClaimPath, Op, Route, Router, Rule, Segment, Target};
-use crate::snapshot::{Snapshot, SourceInfo, Upstream};
+use crate::snapshot::{Protocol, Snapshot, SourceInfo, Transport, Upstream};
 use crate::token::extract::TokenSource;
 use crate::token::{Issuer, Issuers};
 use http::HeaderValue;
@@ -297,8 +297,8 @@ impl Compiler {
         }
     }
 
-    fn upstream(&mut self, file: &Path, name: String, url: Spanned<String>) {
-        let at = origin(file, &url);
+    fn upstream(&mut self, file: &Path, name: String, doc: Spanned<UpstreamDoc>) {
+        let at = origin(file, &doc);
         if let Some((first, _)) = self.upstreams.get(&name) {
             self.errs.push(
                 at,
@@ -306,7 +306,38 @@ impl Compiler {
             );
             return;
         }
-        match Upstream::parse(&name, &url.value) {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let parsed = match doc.value {
+            UpstreamDoc::Url(url) => Upstream::parse(&name, &url),
+            UpstreamDoc::Full(f) => {
+                let protocol = f
+                    .protocol
+                    .as_deref()
+                    .map_or(Ok(Protocol::Http1), Protocol::parse);
+                let client_cert = match (f.client_cert, f.client_key) {
+                    (Some(c), Some(k)) => Ok(Some((dir.join(c), dir.join(k)))),
+                    (None, None) => Ok(None),
+                    _ => Err(format!(
+                        "upstream `{name}`: client_cert and client_key go together"
+                    )),
+                };
+                let ca_file = f.ca_file.map(|p| dir.join(p));
+                match (protocol, client_cert) {
+                    (Ok(protocol), Ok(client_cert)) => {
+                        Upstream::parse(&name, &f.url).and_then(|u| {
+                            u.with_transport(Transport {
+                                protocol,
+                                ca_file,
+                                client_cert,
+                            })
+                        })
+                    }
+                    (Err(e), _) => Err(format!("upstream `{name}`: {e}")),
+                    (_, Err(e)) => Err(e),
+                }
+            }
+        };
+        match parsed {
             Ok(u) => {
                 self.upstreams.insert(name, (at, Arc::new(u)));
             }

@@ -19,7 +19,7 @@ pub struct PolicyDoc {
     #[serde(default)]
     pub issuers: BTreeMap<String, Spanned<IssuerDoc>>,
     #[serde(default)]
-    pub upstreams: BTreeMap<String, Spanned<String>>,
+    pub upstreams: BTreeMap<String, Spanned<UpstreamDoc>>,
     /// Header templates applied on every authenticated route.
     #[serde(default)]
     pub forward: BTreeMap<String, Spanned<ForwardDoc>>,
@@ -275,6 +275,29 @@ pub struct HasuraDoc {
 #[serde(rename_all = "lowercase")]
 pub enum WebhookKind {
     Hasura,
+}
+
+/// An upstream: its URL, or the URL with how to speak to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamDoc {
+    Url(String),
+    Full(UpstreamFullDoc),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFullDoc {
+    pub url: String,
+    /// `http1` (default), `h2c` (HTTP/2 without TLS, prior knowledge), `h2`
+    /// (HTTP/2 over TLS), `auto` (over TLS, h2 or http/1.1 by ALPN).
+    pub protocol: Option<String>,
+    /// PEM CA certificates trusted for this upstream, besides the Mozilla
+    /// roots (relative to the policy file).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM chain) and key for mTLS to the upstream.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 /// A header: a template, or a template with its encoding and empty policy.
