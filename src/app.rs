@@ -348,12 +348,19 @@ pub struct Running {
     forward_auth: Option<tokio::task::JoinHandle<()>>,
     admin: tokio::task::JoinHandle<()>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Re-reads the server certificate (`tls.reload_interval`).
+    tls_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the proxy and admin listeners of `config` and starts serving.
 pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, String> {
+    let mut tls_watch = None;
     let tls = match &config.tls {
-        Some(files) => Some(server::tls_acceptor(files)?),
+        Some(files) => {
+            let cert = crate::proxy::tls::ServerCert::load(files)?;
+            tls_watch = cert.clone().watch(app.metrics.clone());
+            Some(crate::proxy::tls::acceptor(cert)?)
+        }
         None => None,
     };
     let shards = shards::count(config.workers);
@@ -425,6 +432,7 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
         forward_auth,
         admin,
         watcher,
+        tls_watch,
     })
 }
 
@@ -433,7 +441,7 @@ impl Running {
     /// load balancers notice), then stops accepting and waits for in-flight
     /// requests up to the grace period.
     pub async fn shutdown(self, delay: Duration) {
-        if let Some(w) = &self.watcher {
+        for w in [&self.watcher, &self.tls_watch].into_iter().flatten() {
             w.abort();
         }
         self.app.start_draining();

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub introspection_cache_lookups: IntCounterVec,
     /// Policy loads by result.
     pub config_reloads: IntCounterVec,
+    /// Server certificate re-reads that found a new pair, by result.
+    pub tls_reloads: IntCounterVec,
     /// Generation of the serving snapshot.
     pub config_generation: IntGauge,
     /// Tokens in the verified-token cache, set when metrics are scraped.
@@ -130,6 +132,11 @@ impl Metrics {
         let token_cache_lookups = counter(
             "claimgate_token_cache_lookups_total",
             "Verified-token cache lookups, by result.",
+            &["result"],
+        );
+        let tls_reloads = counter(
+            "claimgate_tls_reloads_total",
+            "Server certificate changes picked up (success) or refused, the old pair kept (failure).",
             &["result"],
         );
         let config_reloads = counter(
@@ -246,6 +253,7 @@ impl Metrics {
             introspection_cache_lookups,
             config_reloads,
             config_generation,
+            tls_reloads,
             token_cache_entries,
             rate_limit_decisions,
             rate_limit_store_errors,

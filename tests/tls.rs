@@ -22,6 +22,7 @@ async fn serves_h2_and_http1_over_tls() {
         .tls(TlsFiles {
             cert: cert_path,
             key: key_path,
+            reload_interval: std::time::Duration::ZERO,
         })
         .start()
         .await;
@@ -187,4 +188,122 @@ async fn jwks_behind_a_private_ca_needs_its_ca_file() {
     let resp = untrusted.get_with_token("/me", &token).await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(untrusted.upstream.count(), 0);
+}
+
+/// The leaf certificate the server presents on a new TLS connection.
+async fn served_cert(port: u16) -> Vec<u8> {
+    #[derive(Debug)]
+    struct AnyCert;
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// A rotated pair on disk is served on the next connection without a
+/// restart; a broken pair is refused and counted, the last good one serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let write = |c: &rcgen::CertifiedKey<rcgen::KeyPair>| {
+        // As a Secret mount swaps: both files replaced by renames.
+        let (tc, tk) = (dir.path().join(".c"), dir.path().join(".k"));
+        std::fs::write(&tc, c.cert.pem()).unwrap();
+        std::fs::write(&tk, c.signing_key.serialize_pem()).unwrap();
+        std::fs::rename(&tk, &key_path).unwrap();
+        std::fs::rename(&tc, &cert_path).unwrap();
+    };
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    write(&first);
+    let s = common::Builder::new()
+        .tls(TlsFiles {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+            reload_interval: std::time::Duration::from_millis(100),
+        })
+        .start()
+        .await;
+    let port = s.addr().port();
+    assert_eq!(served_cert(port).await, first.cert.der().to_vec());
+
+    let second = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    write(&second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while served_cert(port).await != second.cert.der().to_vec() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A broken certificate and a key of another pair: both refused.
+    std::fs::write(&cert_path, "not a certificate").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(served_cert(port).await, second.cert.der().to_vec());
+    std::fs::write(&cert_path, first.cert.pem()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        served_cert(port).await,
+        second.cert.der().to_vec(),
+        "mismatched pair"
+    );
+    let metrics = s.admin("GET", "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"claimgate_tls_reloads_total{result="success"} 1"#),
+        "{metrics}"
+    );
+    // Two failures at least (a tick between the two renames may add one).
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"claimgate_tls_reloads_total{result="failure"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 2, "{metrics}");
 }

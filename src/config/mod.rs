@@ -87,6 +87,9 @@ impl Default for ReloadSettings {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// How often the files are checked for a new pair (cert-manager,
+    /// Kubernetes Secret mounts); zero: never.
+    pub reload_interval: Duration,
 }
 
 /// Bounds on what one client or upstream may cost (SECURITY.md rule 18).

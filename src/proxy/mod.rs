@@ -7,6 +7,7 @@ pub mod pipeline;
 pub mod reject;
 pub mod server;
 pub mod shards;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 

@@ -3,22 +3,19 @@
 //! that lets in-flight requests finish.
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::pipeline::{self, Peer};
 use crate::app::App;
-use crate::config::{Limits, TlsFiles};
+use crate::config::Limits;
 
 /// An HTTP connection builder with claimgate's limits (SECURITY.md rule 18).
 /// hyper's header-read timeout only works with a timer set, so both
@@ -37,30 +34,6 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_pending_accept_reset_streams(Some(50))
         .max_local_error_reset_streams(Some(256));
     b
-}
-
-/// A TLS acceptor for the certificate chain and key (PEM), offering h2 and
-/// http/1.1 by ALPN.
-pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&files.cert)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", files.cert.display()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?)
-        .map_err(|e| format!("{}: {e}", files.key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("TLS certificate: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Which front door a listener serves.

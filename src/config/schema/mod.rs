@@ -111,6 +111,9 @@ pub enum LogFormat {
 pub struct TlsDoc {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// How often the pair is re-read (default 10s; 0s: never).
+    #[serde(default, deserialize_with = "duration::option")]
+    pub reload_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +309,7 @@ impl ProcessDoc {
             admin_listen: admin_listen.unwrap_or(([127, 0, 0, 1], 0).into()),
             policies: base.join(&self.policies),
             tls: self.tls.map(|t| TlsFiles {
+                reload_interval: t.reload_interval.unwrap_or(Duration::from_secs(10)),
                 cert: base.join(t.cert),
                 key: base.join(t.key),
             }),
