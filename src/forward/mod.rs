@@ -1,5 +1,6 @@
 //! The `hygiene` and `inject` stages: what the upstream receives.
 
+pub mod cors;
 pub mod forwarded;
 pub mod hasura;
 pub mod hygiene;

@@ -50,6 +50,8 @@ pub struct Route {
     pub rate_limits: Vec<crate::quota::RateLimit>,
     /// An upgraded connection may outlive the token (rule 23).
     pub websocket_outlives_token: bool,
+    /// Cross-origin browser access.
+    pub cors: Option<Arc<crate::forward::cors::Cors>>,
 }
 
 /// Where a route's allowed requests go.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use http::header::HOST;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -22,6 +22,7 @@ use crate::app::App;
 use crate::decision::telemetry::{self, Record};
 use crate::decision::{self, Allowed, Ctx, Decision, Seen};
 use crate::forward;
+use crate::forward::cors;
 use crate::forward::forwarded::{self, FromProxy};
 use crate::forward::hasura;
 use crate::policy::rule::NoTrace;
@@ -47,24 +48,61 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // A CORS preflight is answered here, with no token, never forwarded;
+    // it is routed on the method it asks about.
+    let preflight = cors::is_preflight(&head.method, &head.headers);
+    let mut routed_head = None;
+    if preflight {
+        let mut probe = head.clone();
+        probe.method = cors::requested_method(&head.headers).unwrap_or(Method::OPTIONS);
+        routed_head = Some(probe);
+    }
+    let mut cors_origin = None;
     // Routing is quick and bounded; the deadline covers what may wait (keys,
     // the upstream), and a timeout is still counted under its route.
-    let (route, seen, result) = match decision::route(&snapshot, &head) {
-        Err(rejection) => ("none", Seen::default(), Err(rejection)),
-        Ok((matched, host)) => {
-            let route = matched.route.name.as_str();
-            let forwarded = forward_allowed(app, &ctx, matched, host, head, body, peer, upgrade);
-            match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
-                Ok((seen, result)) => (route, seen, result),
-                Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
+    let (route, seen, result) =
+        match decision::route(&snapshot, routed_head.as_ref().unwrap_or(&head)) {
+            Err(rejection) => ("none", Seen::default(), Err(rejection)),
+            Ok((matched, _)) if preflight => {
+                let answer = matched
+                    .route
+                    .cors
+                    .as_ref()
+                    .and_then(|c| c.preflight(&head.headers))
+                    .map(|headers| {
+                        let mut resp = Response::new(Body::default());
+                        *resp.status_mut() = http::StatusCode::NO_CONTENT;
+                        *resp.headers_mut() = headers;
+                        (resp, Decision::Public, false)
+                    })
+                    .ok_or(Rejection::CorsRefused);
+                (matched.route.name.as_str(), Seen::default(), answer)
             }
-        }
-    };
+            Ok((matched, host)) => {
+                let route = matched.route.name.as_str();
+                // Allowed origins get the CORS headers on every answer, refusals
+                // included, so that the page can read a 401 or a 429.
+                cors_origin = matched
+                    .route
+                    .cors
+                    .as_ref()
+                    .and_then(|c| c.origin(&head.headers).map(|o| (c.clone(), o.clone())));
+                let forwarded =
+                    forward_allowed(app, &ctx, matched, host, head, body, peer, upgrade);
+                match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
+                    Ok((seen, result)) => (route, seen, result),
+                    Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
+                }
+            }
+        };
     let (mut resp, decision, rejection, from_upstream) = match result {
         Ok((resp, decision, from_upstream)) => (resp, decision, None, from_upstream),
         Err(r) if grpc => (r.grpc_response(&id), r.decision(), Some(r), false),
         Err(r) => (r.response_with_id(&id), r.decision(), Some(r), false),
     };
+    if let Some((cors, origin)) = &cors_origin {
+        cors.response_headers(origin, resp.headers_mut());
+    }
     let status = resp.status().as_u16();
     let upstream_status = from_upstream.then_some(status);
     resp.headers_mut().insert("x-request-id", id.clone());

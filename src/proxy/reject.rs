@@ -23,6 +23,9 @@ pub enum Rejection {
     BadCredentials(ExtractError),
     /// No route takes this host, method and path (404).
     NoRoute,
+    /// A CORS preflight for an origin, method or header the route does not
+    /// allow, or on a route without `cors:` (403).
+    CorsRefused,
     /// A route takes the path, not the method (405, with `Allow`).
     MethodNotAllowed(Vec<http::Method>),
     /// The token is missing or fails verification (401; 503 while keys load).
@@ -79,6 +82,7 @@ impl Rejection {
             Rejection::BadCredentials(e) => e.reason(),
             Rejection::NoRoute => "no_route",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
+            Rejection::CorsRefused => "cors_refused",
             Rejection::Token(e) => e.reason(),
             Rejection::Denied => "policy_denied",
             Rejection::UntrustedGateway => "untrusted_gateway",
@@ -110,6 +114,7 @@ impl Rejection {
             Rejection::Hasura(e) if e.is_bad_request() => Decision::BadRequest,
             Rejection::Hasura(_) | Rejection::WebhookDenied(_) => Decision::Denied,
             Rejection::NoRoute | Rejection::MethodNotAllowed(_) => Decision::NoRoute,
+            Rejection::CorsRefused => Decision::Denied,
             Rejection::RequiredHeaderEmpty(_) | Rejection::Denied => Decision::Denied,
             Rejection::Token(e) if e.is_unavailable() => Decision::Unavailable,
             Rejection::Token(_) => Decision::Unauthenticated,
@@ -133,6 +138,7 @@ impl Rejection {
             Rejection::WebhookDenied(_) => StatusCode::UNAUTHORIZED,
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::CorsRefused => StatusCode::FORBIDDEN,
             Rejection::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Token(_) => StatusCode::UNAUTHORIZED,
             Rejection::Denied | Rejection::RequiredHeaderEmpty(_) => StatusCode::FORBIDDEN,

@@ -379,4 +379,5 @@ fn secret_ref(file: &Path, doc: &SecretDoc) -> Result<SecretRef, String> {
 }
 
 mod issuer;
+mod quota;
 mod route;

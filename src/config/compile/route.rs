@@ -1,7 +1,6 @@
 //! Compiling a route: its match, target, headers and `allow` rule.
 
 use super::*;
-use crate::config::schema::RateLimitDoc;
 use crate::quota::RateLimit;
 
 impl Compiler {
@@ -164,6 +163,34 @@ impl Compiler {
             self.errs
                 .push(at.clone(), ctx("two rate limits share a name".into()));
         }
+        let cors = doc.cors.map(|c| {
+            let parse = |m: &String| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok();
+            let methods = match &c.methods {
+                Some(list) => list.iter().filter_map(parse).collect(),
+                None => methods
+                    .clone()
+                    .unwrap_or_else(|| vec![Method::GET, Method::HEAD, Method::POST]),
+            };
+            if c.origins.iter().any(|o| o == "*") && c.credentials {
+                self.errs.push(
+                    at.clone(),
+                    ctx("cors: `credentials: true` needs named origins, not `*`".into()),
+                );
+            }
+            Arc::new(crate::forward::cors::Cors {
+                origins: c.origins,
+                methods,
+                headers: c
+                    .headers
+                    .unwrap_or_else(|| vec!["authorization".into(), "content-type".into()])
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                expose: c.expose_headers,
+                credentials: c.credentials,
+                max_age: c.max_age,
+            })
+        });
         if self.errs.len() != before {
             return None;
         }
@@ -190,89 +217,9 @@ impl Compiler {
             params,
             rate_limits,
             websocket_outlives_token: doc.websocket_outlives_token,
+            cors,
         };
         Some((segments, route))
-    }
-
-    fn rate_limit(
-        &self,
-        doc: &Spanned<RateLimitDoc>,
-        params: &[String],
-    ) -> Result<RateLimit, String> {
-        use crate::quota::{gcra::Rate, OnStoreError, PlanRate, StoreKind};
-        let doc = &doc.value;
-        let rate = |t: &str| -> Result<PlanRate, String> {
-            match t.trim() {
-                "unlimited" => Ok(PlanRate::Unlimited),
-                other => Rate::parse(other).map(PlanRate::Limited),
-            }
-        };
-        let key = HeaderTemplate::compile("x-rate-limit-key", &doc.key, &self.untrusted, params)
-            .map_err(|e| format!("key: {e}"))?;
-        if key.reads_request() && !doc.key_from_request {
-            return Err("the key reads the request (a path parameter, header or host), which the client chooses: \
-                 say `key_from_request: true` to mean it (SECURITY.md rule 24)"
-                .into());
-        }
-        let by = match &doc.by {
-            Some(p) => {
-                Some(ClaimPath::compile(p, &self.untrusted).map_err(|e| format!("by: {e}"))?)
-            }
-            None => None,
-        };
-        if by.is_none() && !doc.limits.is_empty() {
-            return Err("`limits:` by plan needs `by:`, the claim naming the plan".into());
-        }
-        if by.is_some() && doc.limits.is_empty() {
-            return Err("`by:` needs `limits:`, a rate per plan".into());
-        }
-        let plans = doc
-            .limits
-            .iter()
-            .map(|(p, t)| {
-                rate(t)
-                    .map(|r| (p.clone(), r))
-                    .map_err(|e| format!("plan `{p}`: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let default = match &doc.default {
-            Some(t) => rate(t)?,
-            None if by.is_some() => {
-                return Err(
-                    "needs `default:` for a plan not listed or a token without the claim \
-                     (`unlimited` says so explicitly)"
-                        .into(),
-                )
-            }
-            None => return Err("needs a rate: `default: 60/min`".into()),
-        };
-        let store = match doc.store.as_deref() {
-            None | Some("local") => StoreKind::Local,
-            Some("redis") => StoreKind::Redis,
-            Some(o) => return Err(format!("store `{o}` is not `local` or `redis`")),
-        };
-        let on_store_error = match (store, doc.on_store_error.as_deref()) {
-            (StoreKind::Redis, None) => {
-                return Err("`store: redis` needs `on_store_error: allow | deny | local`, what to do when Redis fails (SECURITY.md rule 24)".into())
-            }
-            (StoreKind::Local, Some(_)) => {
-                return Err("`on_store_error` is for `store: redis`".into())
-            }
-            (_, None | Some("local")) => OnStoreError::Local,
-            (_, Some("allow")) => OnStoreError::Allow,
-            (_, Some("deny")) => OnStoreError::Deny,
-            (_, Some(o)) => return Err(format!("on_store_error `{o}` is not allow, deny or local")),
-        };
-        Ok(RateLimit {
-            name: doc.name.clone(),
-            key,
-            by,
-            plans,
-            default,
-            store,
-            on_store_error,
-            headers: doc.headers,
-        })
     }
 
     fn rule(&mut self, file: &Path, doc: &Spanned<RuleDoc>, params: &[String]) -> Option<Rule> {

@@ -220,9 +220,30 @@ pub struct RouteDoc {
     /// (SECURITY.md rule 23: by default it is closed then).
     #[serde(default)]
     pub websocket_outlives_token: bool,
+    /// Cross-origin browser access: preflights answered here.
+    pub cors: Option<CorsDoc>,
     /// Quotas: each limit's key, rate by plan, and store.
     #[serde(default)]
     pub rate_limits: Vec<Spanned<RateLimitDoc>>,
+}
+
+/// A route's CORS settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsDoc {
+    /// Exact origins, `https://app.example.com`; `*` for any.
+    pub origins: Vec<String>,
+    /// Default: the route's methods, else GET, HEAD, POST.
+    pub methods: Option<Vec<String>>,
+    /// Request headers a page may send (default: Authorization, Content-Type).
+    pub headers: Option<Vec<String>>,
+    /// Response headers a page may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub max_age: Option<Duration>,
 }
 
 /// One rate limit of a route.

@@ -28,6 +28,7 @@ fn route(
         params,
         rate_limits: Vec::new(),
         websocket_outlives_token: false,
+        cors: None,
     };
     (segs, Arc::new(r))
 }
