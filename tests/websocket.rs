@@ -2,7 +2,8 @@
 //! (PyPI `websockets`, tests/interop/ws.py): echo both ways with a large, a
 //! fragmented and a binary message; the route's claim headers on the
 //! upgrade request; no token → 401 before any upgrade, nothing upstream;
-//! the token's expiry closes the connection (SECURITY.md rule 23).
+//! the token's expiry closes the connection with a 1008 close frame
+//! (SECURITY.md rule 23); the token as a subprotocol entry, for browsers.
 
 mod common;
 
@@ -67,6 +68,7 @@ issuers:
     jwks_uri: ${{JWKS_URI}}
     allow_http: true
     leeway: 0s
+    token_from: [bearer, "websocket_protocol:bearer."]
 upstreams:
   ws: http://127.0.0.1:{ws_port}
   app: ${{UPSTREAM}}
@@ -112,6 +114,18 @@ async fn websocket_echo_headers_refusal_and_expiry() {
     assert_eq!(headers["x-hasura-role"], "viewer");
     assert!(headers.get("authorization").is_none(), "{headers}");
     assert_eq!(headers["upgrade"], "websocket");
+
+    // A browser's way: the token as a subprotocol entry, removed before
+    // the upgrade goes upstream; the real subprotocol is negotiated.
+    let out = tokio::task::spawn_blocking({
+        let (url, token) = (format!("{base}/live"), token.clone());
+        move || client(&["proto", &url, &token])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out["subprotocol"], "chat", "{out}");
+    assert_eq!(out["headers"]["sec-websocket-protocol"], "chat", "{out}");
+    assert_eq!(out["headers"]["x-hasura-user-id"], "ada");
 
     // No token: a 401 before any upgrade; the upstream sees nothing. (The
     // refusal is checked against the HTTP echo upstream, which counts.)
@@ -161,6 +175,8 @@ async fn websocket_echo_headers_refusal_and_expiry() {
     .await
     .unwrap();
     assert_eq!(out["ended"], "closed", "{out}");
+    assert_eq!(out["code"], 1008, "a close frame, policy violation: {out}");
+    assert_eq!(out["reason"], "token expired");
     let after = out["after"].as_f64().unwrap();
     assert!((1.5..5.0).contains(&after), "closed after {after} s");
     // A route that says so keeps it open past the token's expiry.

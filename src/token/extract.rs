@@ -1,6 +1,6 @@
 //! Finding the one token of a request (SECURITY.md rule 1).
 
-use http::header::{AUTHORIZATION, COOKIE};
+use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
 
@@ -17,6 +17,11 @@ pub enum TokenSource {
     /// A query parameter (RFC 6750 §2.3); off unless configured, since URLs
     /// end up in logs.
     Query(String),
+    /// An entry of `Sec-WebSocket-Protocol` starting with this prefix, the
+    /// token after it (browsers cannot set `Authorization` on a WebSocket;
+    /// Kubernetes' convention is `base64url.bearer.authorization.k8s.io.`).
+    /// The entry is removed before the upgrade goes upstream.
+    WebSocketProtocol(String),
 }
 
 impl TokenSource {
@@ -24,7 +29,7 @@ impl TokenSource {
     /// or `query:NAME`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let bad = || {
-            format!("token source `{text}`: write bearer, cookie:NAME, header:NAME[:PREFIX] or query:NAME")
+            format!("token source `{text}`: write bearer, cookie:NAME, header:NAME[:PREFIX], query:NAME or websocket_protocol:PREFIX")
         };
         if text == "bearer" {
             return Ok(TokenSource::Bearer);
@@ -36,6 +41,7 @@ impl TokenSource {
         match kind {
             "cookie" => Ok(TokenSource::Cookie(rest.to_string())),
             "query" => Ok(TokenSource::Query(rest.to_string())),
+            "websocket_protocol" => Ok(TokenSource::WebSocketProtocol(rest.to_string())),
             "header" => {
                 let (name, prefix) = rest.split_once(':').unwrap_or((rest, ""));
                 let name = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
@@ -63,8 +69,20 @@ impl std::fmt::Display for TokenSource {
             TokenSource::Header { name, prefix } if prefix.is_empty() => write!(f, "header:{name}"),
             TokenSource::Header { name, prefix } => write!(f, "header:{name}:{prefix}"),
             TokenSource::Query(n) => write!(f, "query:{n}"),
+            TokenSource::WebSocketProtocol(p) => write!(f, "websocket_protocol:{p}"),
         }
     }
+}
+
+/// The entries of every `Sec-WebSocket-Protocol` header.
+fn protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
 }
 
 /// The one token of a request, looked for in every source of `sources`.
@@ -97,6 +115,13 @@ pub fn find<'a>(
                 }
             }
             TokenSource::Query(name) => query_param(query, name)?,
+            TokenSource::WebSocketProtocol(prefix) => {
+                let mut tokens = protocols(headers).filter_map(|p| p.strip_prefix(prefix.as_str()));
+                match (tokens.next(), tokens.next()) {
+                    (Some(_), Some(_)) => return Err(ExtractError::MultipleTokens),
+                    (t, _) => t.filter(|t| !t.is_empty()),
+                }
+            }
         };
         if let Some(t) = token {
             if found.is_some() {
@@ -166,6 +191,16 @@ pub fn strip(headers: &mut HeaderMap, query: Option<&str>, source: &TokenSource)
                 if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
                     headers.insert(COOKIE, v);
                 }
+            }
+        }
+        TokenSource::WebSocketProtocol(prefix) => {
+            let kept: Vec<&str> = protocols(headers)
+                .filter(|p| !p.starts_with(prefix.as_str()))
+                .collect();
+            let kept = kept.join(", ");
+            headers.remove(SEC_WEBSOCKET_PROTOCOL);
+            if let (false, Ok(v)) = (kept.is_empty(), HeaderValue::from_str(&kept)) {
+                headers.insert(SEC_WEBSOCKET_PROTOCOL, v);
             }
         }
         TokenSource::Query(name) => {

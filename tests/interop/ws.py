@@ -4,6 +4,8 @@
     ws.py echo URL TOKEN             large, fragmented and binary messages; the
                                      upgrade request's headers as the server saw them
     ws.py noauth URL                 the upgrade without a token: the HTTP status
+    ws.py proto URL TOKEN            the token as a subprotocol (`bearer.TOKEN`, as a
+                                     browser must); the headers the server saw
     ws.py held URL TOKEN SECONDS     keeps the connection; when and how it ended
 
 Prints one JSON object (client modes).
@@ -30,7 +32,10 @@ async def echo(ws):
 
 
 async def run_server():
-    async with serve(echo, "127.0.0.1", 0, max_size=None) as server:
+    def select(connection, offered):
+        return "chat" if "chat" in offered else None
+
+    async with serve(echo, "127.0.0.1", 0, max_size=None, select_subprotocol=select) as server:
         port = server.sockets[0].getsockname()[1]
         print(port, flush=True)
         await asyncio.Future()
@@ -54,6 +59,12 @@ async def run_echo(url, token):
     return out
 
 
+async def run_proto(url, token):
+    async with connect(url, subprotocols=[f"bearer.{token}", "chat"]) as ws:
+        await ws.send("__headers__")
+        return {"headers": json.loads(await ws.recv()), "subprotocol": ws.subprotocol}
+
+
 async def run_noauth(url):
     try:
         async with connect(url):
@@ -74,8 +85,10 @@ async def run_held(url, token, seconds):
             return {"ended": "message"}
         except asyncio.TimeoutError:
             return {"ended": "still_open", "after": time.monotonic() - started}
-        except ConnectionClosed:
-            return {"ended": "closed", "after": time.monotonic() - started}
+        except ConnectionClosed as e:
+            return {"ended": "closed", "after": time.monotonic() - started,
+                    "code": e.rcvd.code if e.rcvd else None,
+                    "reason": e.rcvd.reason if e.rcvd else None}
 
 
 def main():
@@ -85,6 +98,8 @@ def main():
         return
     if mode == "echo":
         out = asyncio.run(run_echo(sys.argv[2], sys.argv[3]))
+    elif mode == "proto":
+        out = asyncio.run(run_proto(sys.argv[2], sys.argv[3]))
     elif mode == "noauth":
         out = asyncio.run(run_noauth(sys.argv[2]))
     elif mode == "held":
