@@ -159,6 +159,7 @@ fn bench_rule(
         host: "api",
         params: &m.params,
         headers: &headers,
+        client: None,
     };
     let ctx = Ctx {
         claims,
@@ -223,6 +224,7 @@ fn decide_and_inject(c: &mut Criterion) {
         host: "api",
         params: &m.params,
         headers: &headers,
+        client: None,
     };
     assert_eq!(route.forward.len(), 5);
     c.bench_function("inject/render_5_headers", |b| {
@@ -339,6 +341,7 @@ fn core(c: &mut Criterion) {
         cache: Some(&cache),
         now,
         quotas: None,
+        client: None,
     };
     let head = http::Request::get("/tenants/acme/reports/q3?page=2")
         .header("host", "api.example")
@@ -403,6 +406,7 @@ fn core(c: &mut Criterion) {
         cache: Some(&cache),
         now,
         quotas: None,
+        client: None,
     };
     let mut opaque_head = head.clone();
     opaque_head.headers.insert(
@@ -439,6 +443,7 @@ fn core(c: &mut Criterion) {
         cache: Some(&cache),
         now,
         quotas: Some(&quotas),
+        client: None,
     };
     let limited = rt.block_on(async {
         let mut h = head.clone();

@@ -81,6 +81,7 @@ impl App {
             cache: Some(&self.token_cache),
             now: crate::jwks::unix_now(),
             quotas: Some(&self.quotas),
+            client: None,
         }
     }
 

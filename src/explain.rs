@@ -153,6 +153,7 @@ pub async fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation 
         cache: None,
         now,
         quotas: None,
+        client: None,
     };
     let outcome = decide_traced(&ctx, &mut head, given, &mut x.trace).await;
     let (matched, seen, verdict) = outcome.split();
@@ -243,6 +244,7 @@ fn rate_limits(
         host,
         params: &m.params,
         headers: &head.headers,
+        client: None,
     };
     m.route
         .rate_limits

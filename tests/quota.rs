@@ -41,6 +41,14 @@ routes:
         key: "{{ {tenant} }}"
         key_from_request: true
         default: 20/s
+  - name: per-ip
+    match: { path: "/ip/**" }
+    upstream: app
+    rate_limits:
+      - name: per-client
+        key: "{{ {client} }}"
+        key_from_request: true
+        default: 10/s
 "#;
 
 /// Sends requests from `clients` tasks for `secs`, each with its token
@@ -180,6 +188,14 @@ async fn a_plan_limit_holds_and_plans_and_tenants_are_independent() {
         "globex {}",
         b.0
     );
+
+    // Per client address: different users from one address share it.
+    let (ok, limited, _, secs) = hammer(&one, "/ip/x", &users, 3, 1.0).await;
+    assert!(
+        within(ok, expected(10.0, 10.0, secs), 0.01),
+        "per client {ok}"
+    );
+    assert!(limited > 0);
 
     let metrics = s.admin("GET", "/metrics").await.body;
     assert!(metrics.contains(

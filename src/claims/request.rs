@@ -18,6 +18,9 @@ pub enum RequestValue {
     /// The host the route matched on: lowercase, without port.
     Host,
     Method,
+    /// The client's address: the peer, or behind `trusted_proxies` the
+    /// nearest untrusted address of `X-Forwarded-For` (reverse proxy only).
+    Client,
 }
 
 impl RequestValue {
@@ -37,6 +40,7 @@ impl RequestValue {
         match inner {
             "host" => return Ok(Some(RequestValue::Host)),
             "method" => return Ok(Some(RequestValue::Method)),
+            "client" => return Ok(Some(RequestValue::Client)),
             _ => {}
         }
         if let Some(name) = inner.strip_prefix("header:") {
@@ -50,7 +54,7 @@ impl RequestValue {
             format!("the route's path parameters are {}", params.join(", "))
         };
         Err(format!(
-            "`{text}` names no request value ({known}; also {{host}}, {{method}}, {{header:Name}})"
+            "`{text}` names no request value ({known}; also {{host}}, {{method}}, {{client}}, {{header:Name}})"
         ))
     }
 
@@ -67,6 +71,7 @@ impl RequestValue {
             }
             RequestValue::Host => Some(req.host),
             RequestValue::Method => Some(req.method.as_str()),
+            RequestValue::Client => req.client,
         }
     }
 }
@@ -78,6 +83,7 @@ impl std::fmt::Display for RequestValue {
             RequestValue::Header(h) => write!(f, "{{header:{h}}}"),
             RequestValue::Host => f.write_str("{host}"),
             RequestValue::Method => f.write_str("{method}"),
+            RequestValue::Client => f.write_str("{client}"),
         }
     }
 }
@@ -90,4 +96,6 @@ pub struct RequestFacts<'a> {
     /// The route's path parameters, in template order.
     pub params: &'a [(&'a str, String)],
     pub headers: &'a HeaderMap,
+    /// The client's address as text, when the door knows it.
+    pub client: Option<&'a str>,
 }

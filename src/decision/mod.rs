@@ -44,6 +44,8 @@ pub struct Ctx<'s> {
     /// The rate-limit stores; `None` offline (explain, policy tests), where
     /// limits are shown, not counted.
     pub quotas: Option<&'s crate::quota::Quotas>,
+    /// The client's address, for `{client}` (the reverse proxy's door).
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Claims handed to the core instead of a token (`explain --claims` and

@@ -107,6 +107,37 @@ pub fn from_trusted(
 /// The request's id: a trusted proxy's `X-Request-Id` (visible ASCII, at
 /// most 128 bytes), else a new one (128 random bits, hex). A client's own
 /// id is never taken: it would let a client forge log correlation.
+/// The client's address: `peer`, or when `peer` is trusted, the right-most
+/// address of `X-Forwarded-For` that is not (as nginx's realip module walks
+/// it): entries left of it were written by whoever the client is, so they
+/// are never taken.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let chain: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in chain.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 pub fn request_id(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> HeaderValue {
     if trusted.iter().any(|c| c.contains(peer)) {
         let theirs = headers.get("x-request-id").filter(|v| {
@@ -132,6 +163,25 @@ pub fn request_id(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> Header
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_nearest_untrusted_hop() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.7"),
+        );
+        // Through two trusted hops: 1.2.3.4; what the client wrote (6.6.6.6) is not taken.
+        assert_eq!(client_ip(&h, ip("10.0.0.9"), &trusted), ip("1.2.3.4"));
+        // From an untrusted peer the header is ignored.
+        assert_eq!(client_ip(&h, ip("8.8.8.8"), &trusted), ip("8.8.8.8"));
+        assert_eq!(
+            client_ip(&HeaderMap::new(), ip("10.0.0.9"), &trusted),
+            ip("10.0.0.9")
+        );
+    }
 
     #[test]
     fn blocks_contain_what_they_should() {

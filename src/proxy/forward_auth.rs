@@ -38,8 +38,15 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let snapshot = app.snapshot();
-    let ctx = app.decision_ctx(&snapshot);
+    let mut ctx = app.decision_ctx(&snapshot);
     let (parts, _body) = req.into_parts();
+    // The gateway is trusted for the original request (rule 21), so for
+    // the client's address in its X-Forwarded-For too.
+    ctx.client = Some(crate::forward::forwarded::client_ip(
+        &parts.headers,
+        peer.addr.ip(),
+        &config.gateways,
+    ));
     let mut route = "none";
     let (mut method, mut path) = (String::new(), String::new());
     let (seen, result) = match original_request(config, &parts, peer) {

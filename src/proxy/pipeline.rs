@@ -35,8 +35,14 @@ pub use crate::decision::Peer;
 pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let started = Instant::now();
     let snapshot = app.snapshot();
-    let ctx = app.decision_ctx(&snapshot);
+    let mut ctx = app.decision_ctx(&snapshot);
     let (mut head, body) = req.into_parts();
+    // Before hygiene replaces the forwarding headers.
+    ctx.client = Some(forwarded::client_ip(
+        &head.headers,
+        peer.addr.ip(),
+        &snapshot.trusted_proxies,
+    ));
     // The request id goes upstream, into the access line and to the client.
     let id = forwarded::request_id(&head.headers, peer.addr.ip(), &snapshot.trusted_proxies);
     head.headers.insert("x-request-id", id.clone());

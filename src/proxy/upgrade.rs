@@ -157,7 +157,7 @@ impl Frames {
 
     /// How many bytes of `data` take the stream to the next frame boundary
     /// (all of them if none is reached), following the headers on the way.
-    fn to_boundary(&mut self, data: &[u8]) -> usize {
+    fn advance(&mut self, data: &[u8]) -> usize {
         let mut i = 0;
         while i < data.len() {
             if self.left > 0 {
@@ -234,7 +234,7 @@ where
         }
         let mut data = &buf[..n];
         while !data.is_empty() {
-            let upto = frames.to_boundary(data);
+            let upto = frames.advance(data);
             to.write_all(&data[..upto]).await?;
             data = &data[upto..];
             if stopping && frames.at_boundary() {
@@ -263,7 +263,7 @@ mod tests {
         for chunk in stream.chunks(7) {
             let mut rest = chunk;
             while !rest.is_empty() {
-                let n = f.to_boundary(rest);
+                let n = f.advance(rest);
                 pos += n;
                 if f.at_boundary() {
                     boundaries.push(pos);

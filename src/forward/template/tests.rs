@@ -11,6 +11,7 @@ fn render_with(t: &str, encoding: Encoding, claims: &Value) -> Result<Option<Str
         host: "api.example.com",
         params: &[("order_id", "7".to_string())],
         headers: &headers,
+        client: None,
     };
     let r = HeaderTemplate::compile("x-test", t, &["nsec".into()], &params)
         .unwrap()

@@ -82,6 +82,7 @@ fn eval(rule: &Rule, claims: &Value) -> bool {
         host: "h",
         params: &[],
         headers: &headers,
+        client: None,
     };
     rule.eval(&Ctx {
         claims,
@@ -125,7 +126,7 @@ proptest! {
     fn the_trace_agrees_with_the_evaluation(r in rule(), c in json()) {
         let at = ClaimLocations::compile(&Profile::Generic.locations(), &[]).unwrap();
         let headers = HeaderMap::new();
-        let request = RequestFacts { method: &Method::GET, host: "h", params: &[], headers: &headers };
+        let request = RequestFacts { method: &Method::GET, host: "h", params: &[], headers: &headers , client: None};
         let ctx = Ctx { claims: &c, at: &at, request: &request };
         let mut steps: Vec<Step> = Vec::new();
         let traced = r.eval_with(&ctx, &mut steps, 0);

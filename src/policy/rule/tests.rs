@@ -58,6 +58,7 @@ impl Env {
             host: "api.example.com",
             params: &self.params,
             headers: &self.headers,
+            client: None,
         };
         rule.eval(&Ctx {
             claims,
@@ -360,6 +361,7 @@ fn trace_records_each_step_with_what_it_found() {
         host: "h",
         params: &env.params,
         headers: &env.headers,
+        client: None,
     };
     let ctx = Ctx {
         claims: &c,
