@@ -269,9 +269,17 @@ impl Metrics {
     pub fn init_series(&self, snapshot: &crate::snapshot::Snapshot) {
         for result in ["success", "failure"] {
             self.config_reloads.with_label_values(&[result]);
+            self.tls_reloads.with_label_values(&[result]);
         }
         for route in snapshot.router.routes() {
             let r = route.name.as_str();
+            for limit in &route.rate_limits {
+                if limit.store == crate::quota::StoreKind::Redis {
+                    let mode = limit.on_store_error.as_str();
+                    self.rate_limit_store_errors
+                        .with_label_values(&[r, &limit.name, mode]);
+                }
+            }
             for d in crate::decision::Decision::ALL {
                 self.requests.with_label_values(&[r, d.as_str()]);
             }

@@ -259,3 +259,78 @@ async fn failure_series_start_at_zero_with_build_and_process_metrics() {
         assert!(m.contains(&format!("\n{name} ")), "no {name}");
     }
 }
+
+/// `deploy/observability/`: the alert rules pass `promtool check rules` and
+/// their unit tests (`promtool test rules`: each alert fires on its failure
+/// and not on a healthy series), and every claimgate metric the rules and
+/// the Grafana dashboard name is one claimgate registers (a renamed metric
+/// would leave an alert silent); those a plain stack has after some traffic
+/// are also in its exposition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_and_dashboard_use_real_metrics_and_pass_promtool() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/observability");
+    let promtool = binary("promtool", "PROMTOOL");
+    for args in [
+        vec!["check", "rules", "alerts.yaml"],
+        vec!["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(format!("{dir}/alerts.yaml")).unwrap();
+    let dashboard = std::fs::read_to_string(format!("{dir}/dashboard.json")).unwrap();
+    let parsed: Value = serde_json::from_str(&dashboard).expect("dashboard.json is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10));
+
+    let stack = common::stack().await;
+    traffic(&stack).await;
+    let exposed = stack.admin("GET", "/metrics").await.body;
+    let registered = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/metrics.rs"
+    ))
+    .unwrap();
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("claimgate_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        out
+    };
+    let exposed_names = names(&exposed);
+    let registered_names = names(&registered);
+    let mut checked = 0;
+    for name in names(&rules).into_iter().chain(names(&dashboard)) {
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            registered_names.contains(family),
+            "`{name}` in deploy/observability is not a claimgate metric"
+        );
+        if ["requests_total", "jwks_fetches_total", "request_duration_seconds_bucket"]
+            .iter()
+            .any(|n| name.ends_with(n))
+        {
+            assert!(exposed_names.contains(&name), "`{name}` is not exposed");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3);
+}
