@@ -294,11 +294,8 @@ async fn alert_rules_and_dashboard_use_real_metrics_and_pass_promtool() {
     let stack = common::stack().await;
     traffic(&stack).await;
     let exposed = stack.admin("GET", "/metrics").await.body;
-    let registered = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src/metrics.rs"
-    ))
-    .unwrap();
+    let registered =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs")).unwrap();
     let names = |text: &str| -> std::collections::BTreeSet<String> {
         let mut out = std::collections::BTreeSet::new();
         let mut rest = text;
@@ -324,9 +321,13 @@ async fn alert_rules_and_dashboard_use_real_metrics_and_pass_promtool() {
             registered_names.contains(family),
             "`{name}` in deploy/observability is not a claimgate metric"
         );
-        if ["requests_total", "jwks_fetches_total", "request_duration_seconds_bucket"]
-            .iter()
-            .any(|n| name.ends_with(n))
+        if [
+            "requests_total",
+            "jwks_fetches_total",
+            "request_duration_seconds_bucket",
+        ]
+        .iter()
+        .any(|n| name.ends_with(n))
         {
             assert!(exposed_names.contains(&name), "`{name}` is not exposed");
             checked += 1;
