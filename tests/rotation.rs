@@ -90,6 +90,8 @@ impl Background {
                 se.fetch_add(1, Ordering::SeqCst);
                 if r.status != StatusCode::OK {
                     fa.fetch_add(1, Ordering::SeqCst);
+                    // Said, so that a failure names what was lost.
+                    eprintln!("background request refused: {} {}", r.status, r.body);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
