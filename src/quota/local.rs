@@ -16,9 +16,12 @@ use std::sync::Mutex;
 use super::gcra::{self, Rate, Verdict};
 
 const SHARDS: usize = 64;
+/// Least time between two purges of one full shard, in µs.
+const PURGE_EVERY_US: u64 = 1_000_000;
 
 pub struct LocalStore {
-    shards: Vec<Mutex<HashMap<u64, u64>>>,
+    /// Each shard: its keys' TATs, and when it was last purged (µs).
+    shards: Vec<Mutex<(HashMap<u64, u64>, u64)>>,
     per_shard: usize,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -26,7 +29,9 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn new(max_keys: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new((HashMap::new(), 0)))
+                .collect(),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
             hasher: Default::default(),
         }
@@ -44,12 +49,18 @@ impl LocalStore {
     /// One request against `bucket` at `now_us`.
     pub fn check(&self, bucket: u64, rate: &Rate, now_us: u64) -> Verdict {
         let shard = &self.shards[(bucket >> 58) as usize % SHARDS];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, last_purge) = &mut *guard;
         let tat = map.get(&bucket).copied().unwrap_or(0);
         let (verdict, new_tat) = gcra::step(rate, tat, now_us);
         if new_tat != tat {
             if tat == 0 && map.len() >= self.per_shard {
-                map.retain(|_, t| *t > now_us);
+                // A full scan at most once a second: a shard full of active
+                // keys would otherwise cost one per new key.
+                if now_us >= *last_purge + PURGE_EVERY_US {
+                    *last_purge = now_us;
+                    map.retain(|_, t| *t > now_us);
+                }
                 if map.len() >= self.per_shard {
                     if let Some(k) = map.keys().next().copied() {
                         map.remove(&k);
@@ -65,7 +76,7 @@ impl LocalStore {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .map(|s| s.lock().map_or(0, |m| m.0.len()))
             .sum()
     }
 
@@ -77,7 +88,7 @@ impl LocalStore {
     pub fn table_bytes(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map_or(0, |m| m.capacity() * 17))
+            .map(|s| s.lock().map_or(0, |m| m.0.capacity() * 17))
             .sum()
     }
 }
