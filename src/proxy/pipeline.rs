@@ -50,10 +50,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     // Read before hygiene removes the hop-by-hop headers.
     let upgrade = upgrade::requested(&head);
     // A gRPC call is refused in gRPC's terms.
-    let grpc = head
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let grpc = is_grpc(&head.headers);
     // A CORS preflight is answered here, with no token, never forwarded;
     // it is routed on the method it asks about.
     let preflight = cors::is_preflight(&head.method, &head.headers);
@@ -239,10 +236,7 @@ async fn send_upstream(
         .map_err(|_| Rejection::UpstreamUnavailable)?;
     // gRPC over HTTP/2 needs `TE: trailers`, which hygiene removed with
     // the other hop-by-hop headers (RFC 9113 §8.2.2 allows this one value).
-    let grpc = head
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let grpc = is_grpc(&head.headers);
     if grpc && upstream.transport.protocol != crate::snapshot::Protocol::Http1 {
         head.headers
             .insert(http::header::TE, HeaderValue::from_static("trailers"));
@@ -285,6 +279,13 @@ async fn send_upstream(
     }
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// A gRPC call: `content-type: application/grpc` (or `+proto`, `+json`).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Hasura's auth-webhook answer: 200 with the session variables as a JSON
