@@ -418,3 +418,28 @@ impl Explanation {
         out
     }
 }
+
+/// Loads every issuer's keys now, all at once, each within 10 s; returns
+/// the issuers whose keys did not load, and why (the fetch's own error).
+pub async fn load_keys(snapshot: &Snapshot) -> Vec<(String, String)> {
+    let mut loads = tokio::task::JoinSet::new();
+    for issuer in snapshot.issuers.iter() {
+        let (name, keys) = (issuer.name.clone(), issuer.keys.clone());
+        loads.spawn(async move {
+            if keys.is_loaded() {
+                return None;
+            }
+            let load = tokio::time::timeout(std::time::Duration::from_secs(10), keys.reload_now());
+            match load.await {
+                Ok(change) => change.error.map(|e| (name, e)),
+                Err(_) => Some((name, "no answer within 10 s".to_string())),
+            }
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = loads.join_next().await {
+        failed.extend(done.ok().flatten());
+    }
+    failed.sort();
+    failed
+}

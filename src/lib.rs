@@ -29,3 +29,4 @@ pub mod snapshot;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod token;
+pub mod trust;

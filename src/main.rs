@@ -260,10 +260,13 @@ async fn explain(
         Ok(x) => x,
         Err(errs) => return fail(format!("\n{errs}")),
     };
-    if matches!(credential, Credential::Token(_)) {
-        let loaded = tokio::time::timeout(Duration::from_secs(10), app.wait_keys_loaded()).await;
-        if loaded.is_err() {
-            eprintln!("claimgate explain: some issuer's keys did not load within 10 s");
+    // A token that is not a JWT needs no keys: it is refused as malformed
+    // without waiting for them.
+    if let Credential::Token(t) = &credential {
+        if jsonwebtoken::decode_header(t).is_ok() {
+            for (issuer, why) in claimgate::explain::load_keys(&app.snapshot()).await {
+                eprintln!("claimgate explain: issuer `{issuer}`: keys did not load: {why}");
+            }
         }
     }
     let case = Case {

@@ -190,6 +190,57 @@ async fn jwks_behind_a_private_ca_needs_its_ca_file() {
     assert_eq!(untrusted.upstream.count(), 0);
 }
 
+/// A company CA installed in the system trust store is trusted without a
+/// `ca_file` (`SSL_CERT_FILE` names the store, as for OpenSSL). Run as the
+/// `claimgate explain` process: the store is read once per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_behind_a_ca_in_the_system_store_needs_no_ca_file() {
+    let key =
+        claimgate::testkit::keys::SigningKey::generate(claimgate::jwks::Algorithm::ES256, "k1");
+    let (port, ca_pem) = private_ca_jwks(claimgate::testkit::keys::jwks([&key])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("system-store.pem");
+    std::fs::write(&store, ca_pem).unwrap();
+    // A store without the CA: the control.
+    let other = dir.path().join("other-store.pem");
+    let unrelated = rcgen::generate_simple_self_signed(vec!["elsewhere".to_string()]).unwrap();
+    std::fs::write(&other, unrelated.cert.pem()).unwrap();
+    std::fs::create_dir(dir.path().join("p")).unwrap();
+    std::fs::write(
+        dir.path().join("p/policy.yaml"),
+        format!(
+            "issuers:\n  test:\n    issuer: https://issuer.test\n    audience: [api]\n    jwks_uri: https://localhost:{port}/jwks.json\n\
+             upstreams:\n  app: http://127.0.0.1:1\nroutes:\n  - name: me\n    match: {{ path: /me }}\n    upstream: app\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("claimgate.yaml");
+    std::fs::write(&config, "policies: p\n").unwrap();
+    let token = key.sign(&common::claims(serde_json::json!({})));
+    let explain = |store: std::path::PathBuf| {
+        let (config, token) = (config.clone(), token.clone());
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_claimgate"))
+                .args(["explain", "--request", "GET /me", "--config"])
+                .arg(&config)
+                .args(["--token", &token])
+                .env("SSL_CERT_FILE", store)
+                .env_remove("SSL_CERT_DIR")
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+        }
+    };
+    let out = explain(store).await;
+    assert!(out.contains("token     verified"), "{out}");
+    assert!(out.contains("allowed: forwarded"), "{out}");
+    let out = explain(other).await;
+    assert!(out.contains("invalid peer certificate"), "{out}");
+    assert!(!out.contains("token     verified"), "{out}");
+    assert!(!out.contains("allowed"), "{out}");
+}
+
 /// The leaf certificate the server presents on a new TLS connection.
 async fn served_cert(port: u16) -> Vec<u8> {
     #[derive(Debug)]

@@ -37,15 +37,16 @@ impl Default for Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher trusting the Mozilla roots (`webpki-roots`).
+    /// A fetcher trusting the Mozilla roots and the system store
+    /// ([`crate::trust`]).
     pub fn new(connect_timeout: Duration, total_timeout: Duration) -> Self {
-        Self::with_roots(connect_timeout, total_timeout, webpki_roots())
+        Self::with_roots(connect_timeout, total_timeout, crate::trust::roots())
     }
 
-    /// A fetcher trusting the Mozilla roots plus every certificate of the
+    /// A fetcher trusting those roots plus every certificate of the
     /// PEM file at `path` (an IdP behind a private CA).
     pub fn with_ca_file(path: &std::path::Path) -> Result<Self, String> {
-        let mut roots = webpki_roots();
+        let mut roots = crate::trust::roots();
         for cert in ca_certificates(path)? {
             roots
                 .add(cert)
@@ -224,12 +225,6 @@ pub(crate) fn cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = err.source();
     }
     format!("request failed: {last}")
-}
-
-fn webpki_roots() -> rustls::RootCertStore {
-    rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    }
 }
 
 /// The certificates of a PEM file; an error when it holds none.

@@ -153,13 +153,12 @@ impl UpstreamClient {
     }
 }
 
-/// rustls for an upstream: the Mozilla roots, the transport's CA file, and
+/// rustls for an upstream: the Mozilla and system roots, the transport's CA file, and
 /// its client certificate when set. Files are read when the pool is made.
 fn tls_config(transport: &Transport) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = crate::trust::roots();
     if let Some(path) = &transport.ca_file {
         let certs =
             CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
