@@ -17,14 +17,26 @@ const DURATION_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// The `class` label of `claimgate_upstream_responses_total`.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The status class of `status` (100–599), or `None`.
+pub fn status_class(status: u16) -> Option<&'static str> {
+    STATUS_CLASSES
+        .get(usize::from(status / 100).checked_sub(1)?)
+        .copied()
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Requests by route and decision (`allowed`, `denied`, `unauthenticated`, ...).
     pub requests: IntCounterVec,
     /// Token failures by issuer (`unknown` before one is known) and reason code.
     pub auth_failures: IntCounterVec,
-    /// Policy denials by route.
-    pub policy_denials: IntCounterVec,
+    /// Upstream answers by route and status class (`2xx`, `5xx`, ...): an
+    /// upstream 5xx is `allowed` in `requests`, and counted here. (Policy
+    /// denials are `requests{decision="denied"}`; no counter repeats them.)
+    pub upstream_responses: IntCounterVec,
     /// Whole request time as claimgate saw it, by route.
     pub request_duration: HistogramVec,
     /// Time from sending to the upstream to its response head, by route;
@@ -83,10 +95,10 @@ impl Metrics {
             "Requests refused for a token fault, by issuer and reason.",
             &["issuer", "reason"],
         );
-        let policy_denials = counter(
-            "claimgate_policy_denials_total",
-            "Requests refused by a route's policy.",
-            &["route"],
+        let upstream_responses = counter(
+            "claimgate_upstream_responses_total",
+            "Upstream answers, by route and status class (1xx ... 5xx).",
+            &["route", "class"],
         );
         let upstream_errors = counter(
             "claimgate_upstream_errors_total",
@@ -239,7 +251,7 @@ impl Metrics {
             registry,
             requests,
             auth_failures,
-            policy_denials,
+            upstream_responses,
             request_duration,
             upstream_duration,
             upstream_errors,
@@ -283,7 +295,9 @@ impl Metrics {
             for d in crate::decision::Decision::ALL {
                 self.requests.with_label_values(&[r, d.as_str()]);
             }
-            self.policy_denials.with_label_values(&[r]);
+            for class in STATUS_CLASSES {
+                self.upstream_responses.with_label_values(&[r, class]);
+            }
             for kind in ["timeout", "unavailable"] {
                 self.upstream_errors.with_label_values(&[r, kind]);
             }

@@ -77,7 +77,7 @@ async fn promtool_accepts_the_exposition() {
     for family in [
         "claimgate_requests_total",
         "claimgate_auth_failures_total",
-        "claimgate_policy_denials_total",
+        "claimgate_upstream_responses_total",
         "claimgate_request_duration_seconds_bucket",
         "claimgate_upstream_duration_seconds_bucket",
         "claimgate_jwks_fetches_total",
@@ -239,7 +239,7 @@ async fn failure_series_start_at_zero_with_build_and_process_metrics() {
         r#"claimgate_upstream_errors_total{kind="timeout",route="orders"} 0"#,
         r#"claimgate_upstream_errors_total{kind="unavailable",route="slow"} 0"#,
         r#"claimgate_requests_total{decision="denied",route="orders"} 0"#,
-        r#"claimgate_policy_denials_total{route="any-user"} 0"#,
+        r#"claimgate_upstream_responses_total{class="5xx",route="any-user"} 0"#,
         r#"claimgate_jwks_fetches_total{issuer="test",result="failure"} 0"#,
         r#"claimgate_auth_failures_total{issuer="test",reason="bad_signature"} 0"#,
         r#"claimgate_config_reloads_total{result="failure"} 0"#,
@@ -334,4 +334,46 @@ async fn alert_rules_and_dashboard_use_real_metrics_and_pass_promtool() {
         }
     }
     assert!(checked >= 3);
+}
+
+/// An upstream's 5xx is an allowed request (`requests_total`) and counted by
+/// status class in `upstream_responses_total`; a refusal is not.
+#[tokio::test]
+async fn upstream_answers_are_counted_by_status_class() {
+    let (broken, _task) =
+        claimgate::testkit::servers::serve(([127, 0, 0, 1], 0).into(), |_req| async {
+            http::Response::builder()
+                .status(503)
+                .body(http_body_util::Full::new(bytes::Bytes::from("down")))
+                .unwrap()
+        })
+        .await
+        .unwrap();
+    let s = common::Builder::new()
+        .var("BROKEN", &format!("http://{broken}"))
+        .policy(
+            "upstreams:\n  app: ${UPSTREAM}\n  broken: ${BROKEN}\nroutes:\n\
+             \x20 - name: ok\n    match: { path: /ok }\n    upstream: app\n    public: true\n\
+             \x20 - name: down\n    match: { path: /down }\n    upstream: broken\n    public: true\n",
+        )
+        .start()
+        .await;
+    assert_eq!(s.get("/ok", &[]).await.status, StatusCode::OK);
+    for _ in 0..2 {
+        assert_eq!(
+            s.get("/down", &[]).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let m = s.admin("GET", "/metrics").await.body;
+    for line in [
+        r#"claimgate_upstream_responses_total{class="2xx",route="ok"} 1"#,
+        r#"claimgate_upstream_responses_total{class="5xx",route="ok"} 0"#,
+        r#"claimgate_upstream_responses_total{class="5xx",route="down"} 2"#,
+        r#"claimgate_requests_total{decision="public",route="down"} 2"#,
+        r#"claimgate_upstream_errors_total{kind="unavailable",route="down"} 0"#,
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} missing:\n{m}");
+    }
+    assert!(!m.contains("claimgate_policy_denials_total"));
 }

@@ -1,6 +1,6 @@
 //! Telemetry, recorded once per request by the door that answered it, from
 //! what the core saw ([`Seen`]) and how the request ended: the request
-//! counter and histogram, auth failures, policy denials, upstream faults,
+//! counter and histogram, auth failures, upstream answers by status class and faults,
 //! the token cache, and one access-log line.
 
 use std::time::Duration;
@@ -47,9 +47,6 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
                 .with_label_values(&[issuer.unwrap_or("unknown"), e.reason()])
                 .inc();
         }
-        Some(Rejection::Denied) => {
-            metrics.policy_denials.with_label_values(&[r.route]).inc();
-        }
         Some(Rejection::UpstreamTimeout) => {
             metrics
                 .upstream_errors
@@ -63,6 +60,12 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
                 .inc();
         }
         _ => {}
+    }
+    if let Some(class) = r.upstream_status.and_then(crate::metrics::status_class) {
+        metrics
+            .upstream_responses
+            .with_label_values(&[r.route, class])
+            .inc();
     }
     let decision = r.rejection.map_or(r.decision, Rejection::decision);
     metrics
