@@ -342,6 +342,7 @@ fn core(c: &mut Criterion) {
         now,
         quotas: None,
         client: None,
+        marks: None,
     };
     let head = http::Request::get("/tenants/acme/reports/q3?page=2")
         .header("host", "api.example")
@@ -407,6 +408,7 @@ fn core(c: &mut Criterion) {
         now,
         quotas: None,
         client: None,
+        marks: None,
     };
     let mut opaque_head = head.clone();
     opaque_head.headers.insert(
@@ -444,6 +446,7 @@ fn core(c: &mut Criterion) {
         now,
         quotas: Some(&quotas),
         client: None,
+        marks: None,
     };
     let limited = rt.block_on(async {
         let mut h = head.clone();

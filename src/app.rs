@@ -40,6 +40,8 @@ pub struct App {
     /// Rate-limit counts: this node's, and the fleet's Redis when configured.
     pub quotas: crate::quota::Quotas,
     pub limits: Limits,
+    /// The OTLP span exporter, when `tracing:` is configured.
+    pub otel: Option<crate::otel::Otel>,
     /// Where reloads read policy files from; `None` for embedded policies.
     policy_dir: Option<PathBuf>,
     vars: Box<dyn Vars>,
@@ -82,6 +84,7 @@ impl App {
             now: crate::jwks::unix_now(),
             quotas: Some(&self.quotas),
             client: None,
+            marks: None,
         }
     }
 
@@ -108,6 +111,17 @@ impl App {
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics.config_generation.set(1);
         metrics.init_series(&snapshot);
+        let otel = match &limits.tracing {
+            Some(settings) => Some(crate::otel::Otel::new(settings).map_err(|e| {
+                let mut errs = ConfigErrors::default();
+                errs.push(
+                    crate::config::Origin::file(std::path::Path::new("tracing")),
+                    e,
+                );
+                errs
+            })?),
+            None => None,
+        };
         let upstream = UpstreamClient::new(
             limits.upstream_connect_timeout,
             limits.upstream_response_timeout,
@@ -124,6 +138,7 @@ impl App {
             token_cache: crate::token::TokenCache::new(limits.token_cache_entries),
 
             limits,
+            otel,
             policy_dir,
             vars,
             stores,

@@ -154,6 +154,7 @@ pub async fn explain(snapshot: &Snapshot, case: &Case, now: u64) -> Explanation 
         now,
         quotas: None,
         client: None,
+        marks: None,
     };
     let outcome = decide_traced(&ctx, &mut head, given, &mut x.trace).await;
     let (matched, seen, verdict) = outcome.split();

@@ -20,6 +20,7 @@ pub mod forward;
 pub mod jwks;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod policy;
 pub mod policy_test;
 pub mod policy_watch;

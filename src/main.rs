@@ -325,7 +325,15 @@ async fn run(path: PathBuf) -> ExitCode {
         "shutting down: unready now, then draining in-flight requests"
     );
     reloader.abort();
+    let flushing = running.app.clone();
     running.shutdown(delay).await;
+    // The last spans, exported before exit (the exporter's thread blocks).
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(otel) = &flushing.otel {
+            otel.shutdown();
+        }
+    })
+    .await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -129,6 +129,8 @@ pub struct Limits {
     /// The shared store of `store: redis` rate limits (the process file's
     /// `redis:`).
     pub redis: Option<crate::quota::RedisSettings>,
+    /// OpenTelemetry traces over OTLP (the process file's `tracing:`).
+    pub tracing: Option<crate::otel::Settings>,
 }
 
 impl Default for Limits {
@@ -149,6 +151,7 @@ impl Default for Limits {
             drain_delay: Duration::from_secs(5),
             rate_limit_keys: 1_000_000,
             redis: None,
+            tracing: None,
         }
     }
 }

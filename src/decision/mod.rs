@@ -46,6 +46,17 @@ pub struct Ctx<'s> {
     pub quotas: Option<&'s crate::quota::Quotas>,
     /// The client's address, for `{client}` (the reverse proxy's door).
     pub client: Option<std::net::IpAddr>,
+    /// Where the stages' times go when the request is traced.
+    pub marks: Option<&'s crate::otel::Marks>,
+}
+
+impl Ctx<'_> {
+    /// Marks a stage's boundary for the request's trace, if traced.
+    pub fn mark(&self, mark: crate::otel::Mark) {
+        if let Some(m) = self.marks {
+            m.set(mark);
+        }
+    }
 }
 
 /// Claims handed to the core instead of a token (`explain --claims` and

@@ -75,6 +75,7 @@ pub(super) async fn run<T: Tracer>(
             Err((issuer, e)) => return Ran::refused(issuer, None, e),
         },
         None => {
+            ctx.mark(crate::otel::Mark::VerifyStart);
             let found =
                 token::extract::find(&head.headers, head.uri.query(), &snapshot.token_sources);
             let (token, source) = match found {
@@ -83,6 +84,7 @@ pub(super) async fn run<T: Tracer>(
                 Err(e) => return Ran::refused(None, None, Rejection::BadCredentials(e)),
             };
             let v = verify(ctx, route, token, source).await;
+            ctx.mark(crate::otel::Mark::VerifyEnd);
             match v.result {
                 Ok(verified) => (
                     verified.issuer,
@@ -120,7 +122,10 @@ pub(super) async fn run<T: Tracer>(
         trace,
     ) {
         Ok(set) => set,
-        Err(e) => return Ran::refused(Some(issuer), cache_hit, e),
+        Err(e) => {
+            ctx.mark(crate::otel::Mark::DecideEnd);
+            return Ran::refused(Some(issuer), cache_hit, e);
+        }
     };
     // quota: counted only for a request the rule allowed.
     let mut response_headers = Vec::new();
@@ -130,7 +135,10 @@ pub(super) async fn run<T: Tracer>(
             .await
         {
             Ok(h) => response_headers = h,
-            Err(r) => return Ran::refused(Some(issuer), cache_hit, Rejection::from(r)),
+            Err(r) => {
+                ctx.mark(crate::otel::Mark::DecideEnd);
+                return Ran::refused(Some(issuer), cache_hit, Rejection::from(r));
+            }
         }
     }
     // The credential stays here unless the route passes it on.
@@ -145,6 +153,7 @@ pub(super) async fn run<T: Tracer>(
     for (name, value) in &set {
         head.headers.insert(name.clone(), value.clone());
     }
+    ctx.mark(crate::otel::Mark::DecideEnd);
     Ran {
         issuer: Some(issuer),
         cache_hit,

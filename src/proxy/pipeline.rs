@@ -35,8 +35,12 @@ pub use crate::decision::Peer;
 pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let started = Instant::now();
     let snapshot = app.snapshot();
-    let mut ctx = app.decision_ctx(&snapshot);
     let (mut head, body) = req.into_parts();
+    // The request's trace, when tracing is on: continued from the client's
+    // `traceparent`; the core marks its stages into it.
+    let spans = app.otel.as_ref().map(|o| o.start(&head.headers, started));
+    let mut ctx = app.decision_ctx(&snapshot);
+    ctx.marks = spans.as_ref().map(|s| &s.marks);
     // Before hygiene replaces the forwarding headers.
     ctx.client = Some(forwarded::client_ip(
         &head.headers,
@@ -63,41 +67,51 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     let mut cors_origin = None;
     // Routing is quick and bounded; the deadline covers what may wait (keys,
     // the upstream), and a timeout is still counted under its route.
-    let (route, seen, result) =
-        match decision::route(&snapshot, routed_head.as_ref().unwrap_or(&head)) {
-            Err(rejection) => ("none", Seen::default(), Err(rejection)),
-            Ok((matched, _)) if preflight => {
-                let answer = matched
-                    .route
-                    .cors
-                    .as_ref()
-                    .and_then(|c| c.preflight(&head.headers))
-                    .map(|headers| {
-                        let mut resp = Response::new(Body::default());
-                        *resp.status_mut() = http::StatusCode::NO_CONTENT;
-                        *resp.headers_mut() = headers;
-                        (resp, Decision::Public, false)
-                    })
-                    .ok_or(Rejection::CorsRefused);
-                (matched.route.name.as_str(), Seen::default(), answer)
+    let routing = decision::route(&snapshot, routed_head.as_ref().unwrap_or(&head));
+    let routed = Instant::now();
+    let (route, seen, result) = match routing {
+        Err(rejection) => ("none", Seen::default(), Err(rejection)),
+        Ok((matched, _)) if preflight => {
+            let answer = matched
+                .route
+                .cors
+                .as_ref()
+                .and_then(|c| c.preflight(&head.headers))
+                .map(|headers| {
+                    let mut resp = Response::new(Body::default());
+                    *resp.status_mut() = http::StatusCode::NO_CONTENT;
+                    *resp.headers_mut() = headers;
+                    (resp, Decision::Public, false)
+                })
+                .ok_or(Rejection::CorsRefused);
+            (matched.route.name.as_str(), Seen::default(), answer)
+        }
+        Ok((matched, host)) => {
+            let route = matched.route.name.as_str();
+            // Allowed origins get the CORS headers on every answer, refusals
+            // included, so that the page can read a 401 or a 429.
+            cors_origin = matched
+                .route
+                .cors
+                .as_ref()
+                .and_then(|c| c.origin(&head.headers).map(|o| (c.clone(), o.clone())));
+            let forwarded = forward_allowed(
+                app,
+                &ctx,
+                matched,
+                host,
+                head,
+                body,
+                peer,
+                upgrade,
+                spans.as_ref(),
+            );
+            match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
+                Ok((seen, result)) => (route, seen, result),
+                Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
             }
-            Ok((matched, host)) => {
-                let route = matched.route.name.as_str();
-                // Allowed origins get the CORS headers on every answer, refusals
-                // included, so that the page can read a 401 or a 429.
-                cors_origin = matched
-                    .route
-                    .cors
-                    .as_ref()
-                    .and_then(|c| c.origin(&head.headers).map(|o| (c.clone(), o.clone())));
-                let forwarded =
-                    forward_allowed(app, &ctx, matched, host, head, body, peer, upgrade);
-                match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
-                    Ok((seen, result)) => (route, seen, result),
-                    Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
-                }
-            }
-        };
+        }
+    };
     let (mut resp, decision, rejection, from_upstream) = match result {
         Ok((resp, decision, from_upstream)) => (resp, decision, None, from_upstream),
         Err(r) if grpc => (r.grpc_response(&id), r.decision(), Some(r), false),
@@ -124,6 +138,23 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
         upstream_status,
     };
     telemetry::record(&app.metrics, &record);
+    if let Some(spans) = spans {
+        spans.finish(&crate::otel::Finish {
+            route,
+            method: method.as_str(),
+            path: &path,
+            status,
+            decision: record
+                .rejection
+                .map_or(decision, Rejection::decision)
+                .as_str(),
+            reason: record.rejection.map_or("", Rejection::reason),
+            issuer: seen.issuer_name(),
+            request_id: record.request_id,
+            client: record.client,
+            routed: Some(routed),
+        });
+    }
     resp
 }
 
@@ -139,6 +170,7 @@ async fn forward_allowed(
     body: Incoming,
     peer: Peer,
     upgrade: Option<HeaderValue>,
+    spans: Option<&crate::otel::RequestSpans<'_>>,
 ) -> (Seen, Result<(Response<Body>, Decision, bool), Rejection>) {
     let route = matched.route.clone();
     // A trusted proxy's forwarding headers, before hygiene removes them.
@@ -176,7 +208,17 @@ async fn forward_allowed(
             lifetime: lifetime(&route, &seen, &allowed),
         })
     });
-    let result = send_upstream(app, &route.name, upstream, head, body, &allowed, upgrade).await;
+    let result = send_upstream(
+        app,
+        &route.name,
+        upstream,
+        head,
+        body,
+        &allowed,
+        upgrade,
+        spans,
+    )
+    .await;
     let result = result.map(|mut resp| {
         // The rate limits' headers, when the route asks: the upstream's
         // own of the same name are replaced.
@@ -213,6 +255,7 @@ fn lifetime(route: &Route, seen: &Seen, allowed: &Allowed) -> upgrade::Lifetime 
 
 /// The upstream stage: same method, raw path (and the query without the
 /// credential), the body streamed and bounded.
+#[allow(clippy::too_many_arguments)]
 async fn send_upstream(
     app: &App,
     route: &str,
@@ -221,6 +264,7 @@ async fn send_upstream(
     body: Incoming,
     allowed: &Allowed,
     upgrade: Option<Upgrade>,
+    spans: Option<&crate::otel::RequestSpans<'_>>,
 ) -> Result<Response<Body>, Rejection> {
     let path_and_query = match &allowed.query {
         Some(q) if q.is_empty() => head.uri.path().to_string(),
@@ -251,6 +295,9 @@ async fn send_upstream(
         return Err(Rejection::BodyTooLarge);
     }
     let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    if let Some(spans) = spans {
+        spans.upstream_start(&mut head.headers, head.uri.host());
+    }
     let sent = Instant::now();
     let resp = app
         .upstream
@@ -260,6 +307,9 @@ async fn send_upstream(
         .upstream_duration
         .with_label_values(&[route])
         .observe(sent.elapsed().as_secs_f64());
+    if let Some(spans) = spans {
+        spans.upstream_end(resp.as_ref().ok().map(|r| r.status().as_u16()));
+    }
     // respond: the upstream's hop-by-hop headers stop here too.
     let mut resp = resp?;
     forward::strip_hop_by_hop(resp.headers_mut());

@@ -42,6 +42,24 @@ pub struct ProcessDoc {
     pub ext_authz: Option<Spanned<ExtAuthzDoc>>,
     /// The shared store of `store: redis` rate limits.
     pub redis: Option<Spanned<RedisDoc>>,
+    /// OpenTelemetry traces, exported over OTLP/gRPC.
+    pub tracing: Option<Spanned<TracingDoc>>,
+}
+
+/// Where spans go and how many.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingDoc {
+    /// The collector's OTLP/gRPC address, `http://host:4317`.
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded, 0.0–1.0 (default 1.0); a client's
+    /// sampled `traceparent` is always followed.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` (default `claimgate`).
+    pub service_name: Option<String>,
+    /// Longest one export may take (default 10s).
+    #[serde(default, deserialize_with = "duration::option")]
+    pub export_timeout: Option<Duration>,
 }
 
 /// Where the fleet's rate-limit counts live.
@@ -203,6 +221,7 @@ impl ProcessDoc {
             drain_delay: l.drain_delay.unwrap_or(d.drain_delay),
             rate_limit_keys: l.rate_limit_keys.unwrap_or(d.rate_limit_keys),
             redis: None,
+            tracing: None,
         };
         let mut limits = limits;
         if let Some(doc) = self.redis {
@@ -241,6 +260,34 @@ impl ProcessDoc {
                 password,
                 timeout: doc.timeout.unwrap_or(Duration::from_millis(50)),
                 prefix: doc.key_prefix.unwrap_or_else(|| "claimgate:rl:".into()),
+            });
+        }
+        if let Some(doc) = self.tracing {
+            let at = origin(path, &doc);
+            let doc = doc.value;
+            let ratio = doc.sample_ratio.unwrap_or(1.0);
+            if !(0.0..=1.0).contains(&ratio) {
+                errs.push(
+                    at.clone(),
+                    format!("tracing.sample_ratio {ratio} is not between 0.0 and 1.0"),
+                );
+            }
+            if !(doc.otlp_endpoint.starts_with("http://")
+                || doc.otlp_endpoint.starts_with("https://"))
+            {
+                errs.push(
+                    at,
+                    format!(
+                        "tracing.otlp_endpoint `{}` is not a URL such as http://otel-collector:4317",
+                        doc.otlp_endpoint
+                    ),
+                );
+            }
+            limits.tracing = Some(crate::otel::Settings {
+                otlp_endpoint: doc.otlp_endpoint,
+                sample_ratio: ratio,
+                service_name: doc.service_name.unwrap_or_else(|| "claimgate".into()),
+                export_timeout: doc.export_timeout.unwrap_or(Duration::from_secs(10)),
             });
         }
         let rd = ReloadSettings::default();
