@@ -28,7 +28,7 @@ buildah config \
   --entrypoint '["/usr/local/bin/claimgate"]' \
   --cmd '["run", "--config", "/etc/claimgate/process/claimgate.yaml"]' \
   --user 65532:65532 \
-  --port 8080 --port 9090 \
+  --port 8080 --port 9180 \
   --label org.opencontainers.image.title=claimgate \
   --label "org.opencontainers.image.version=$(awk -F'"' '/^version/ {print $2; exit}' Cargo.toml)" \
   "$ctr"

@@ -381,10 +381,10 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
     };
     let shards = shards::count(config.workers);
     let listeners = shards::listeners(config.listen, shards)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| listen_error(config.listen, "listen", &e))?;
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
-        .map_err(|e| format!("cannot listen on {} (admin): {e}", config.admin_listen))?;
+        .map_err(|e| listen_error(config.admin_listen, "admin_listen", &e))?;
     let addr = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown, rx) = watch::channel(false);
@@ -400,7 +400,7 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
     let mut forward_auth = None;
     if let Some(fa) = &config.forward_auth {
         let ls = shards::listeners(fa.listen, shards)
-            .map_err(|e| format!("cannot listen on {} (forward_auth): {e}", fa.listen))?;
+            .map_err(|e| listen_error(fa.listen, "forward_auth.listen", &e))?;
         forward_auth_addr = Some(ls[0].local_addr().map_err(|e| e.to_string())?);
         let door = server::Door::ForwardAuth(Arc::new(fa.clone()));
         forward_auth = Some(shards::serve(
@@ -427,7 +427,7 @@ pub async fn start(config: &ProcessConfig, app: Arc<App>) -> Result<Running, Str
     if let Some(ea) = &config.ext_authz {
         let l = TcpListener::bind(ea.listen)
             .await
-            .map_err(|e| format!("cannot listen on {} (ext_authz): {e}", ea.listen))?;
+            .map_err(|e| listen_error(ea.listen, "ext_authz.listen", &e))?;
         ext_authz_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
         ext_authz = Some(tokio::spawn(crate::proxy::ext_authz::serve(
             l,
@@ -485,4 +485,22 @@ pub fn load(
         vars,
     )?;
     Ok((config, app))
+}
+
+/// Why a listener could not be opened, and what to change: the process
+/// file's key for it.
+fn listen_error(addr: SocketAddr, key: &str, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            ": another process listens there; stop it, or set `{key}:` in the process file to a free address"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            ": ports under 1024 need privileges; set `{key}:` to a port above 1023 (e.g. 8080)"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            ": no interface of this host has that address; set `{key}:` to 0.0.0.0 or one of its addresses"
+        ),
+        _ => String::new(),
+    };
+    format!("cannot listen on {addr} (`{key}`): {e}{hint}")
 }

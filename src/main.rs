@@ -39,7 +39,7 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        #[arg(long, default_value = "127.0.0.1:9090")]
+        #[arg(long, default_value = "127.0.0.1:9180")]
         admin_listen: SocketAddr,
     },
     /// Check a configuration with the same code a reload runs; exit 1 on error.
@@ -77,7 +77,7 @@ enum Command {
     /// source, age, next refresh, last error), or load them now.
     Keys {
         /// The running instance's admin address.
-        #[arg(long, default_value = "127.0.0.1:9090")]
+        #[arg(long, default_value = "127.0.0.1:9180")]
         admin: SocketAddr,
         /// Load the keys now, bypassing the unknown-kid cooldown, and show
         /// which keys were added and removed (after a hard rotation or a

@@ -99,33 +99,48 @@ impl Report {
     }
 }
 
-/// Runs every test file of `paths` (files, or directories of `*.yaml`).
+/// The test files under `dir`, at any depth: `*.yaml` / `*.yml` files with
+/// top-level `policies:` and `cases:` (policy files beside them are not
+/// test files and are passed over).
+fn find_test_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        if path.is_dir() {
+            find_test_files(&path, found);
+            continue;
+        }
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        let is_test = |text: String| {
+            let top = |key: &str| text.lines().any(|l| l.starts_with(key));
+            top("cases:") && top("policies:")
+        };
+        if yaml && std::fs::read_to_string(&path).is_ok_and(is_test) {
+            found.push(path);
+        }
+    }
+}
+
+/// Runs every test file of `paths` (files, or directories searched at any
+/// depth for test files).
 pub async fn run(paths: &[PathBuf]) -> Report {
     let mut report = Report::default();
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|entries| {
-                    entries
-                        .filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|f| {
-                            f.is_file()
-                                && matches!(
-                                    f.extension().and_then(|e| e.to_str()),
-                                    Some("yaml" | "yml")
-                                )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut found = Vec::new();
+            find_test_files(p, &mut found);
             found.sort();
             if found.is_empty() {
                 report.broken += 1;
-                report
-                    .output
-                    .push_str(&format!("{}: no test files (*.yaml)\n", p.display()));
+                report.output.push_str(&format!(
+                    "{}: no test files (*.yaml with `cases:`, in it or below)\n",
+                    p.display()
+                ));
             }
             files.extend(found);
         } else {
@@ -155,7 +170,10 @@ async fn run_file(file: &Path, report: &mut Report) {
     };
     let doc: TestFile = match yaml::parse(file, &text) {
         Ok(d) => d,
-        Err(e) => return broken(report, e.to_string()),
+        Err(e) => {
+            let all: Vec<String> = e.iter().map(ToString::to_string).collect();
+            return broken(report, all.join("\n"));
+        }
     };
     let dir = file.parent().unwrap_or(Path::new(".")).join(&doc.policies);
     let vars: HashMap<String, String> = doc.vars.into_iter().collect();

@@ -1,33 +1,62 @@
-//! Durations written the way operators write them: `250ms`, `5s`, `2m`, `1h`.
+//! Durations written the way operators write them: `250ms`, `5s`, `2m`,
+//! `1h`, `1m30s`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`.
+/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`, or several
+/// such parts from the largest unit down: `1m30s`, `1h30m`, `2s500ms`.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration `{text}` needs a unit (ms, s, m, h)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("duration `{text}` must start with a whole number"))?;
-    let millis = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => {
+    if text.is_empty() {
+        return Err("duration is empty: write e.g. 250ms, 5s, 2m, 1h or 1m30s".into());
+    }
+    let mut rest = text;
+    let mut total: u64 = 0;
+    let mut last_unit = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
             return Err(format!(
-                "duration `{text}`: unknown unit `{unit}` (ms, s, m, h)"
-            ))
+                "duration `{text}` must be whole numbers with units, e.g. 250ms, 5s, 1m30s"
+            ));
         }
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration `{text}` is too large"))
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("duration `{text}` is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let scale = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "" => return Err(format!("duration `{text}` needs a unit (ms, s, m, h)")),
+            _ => {
+                return Err(format!(
+                    "duration `{text}`: unknown unit `{unit}` (ms, s, m, h; e.g. 1m30s)"
+                ))
+            }
+        };
+        if scale >= last_unit {
+            return Err(format!(
+                "duration `{text}`: write the parts from the largest unit down, each once (e.g. 1h30m)"
+            ));
+        }
+        last_unit = scale;
+        total = n
+            .checked_mul(scale)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(|| format!("duration `{text}` is too large"))?;
+    }
+    Ok(Duration::from_millis(total))
 }
 
 /// serde adapter for `Option<Duration>` fields.
@@ -48,11 +77,14 @@ mod tests {
             ("5s", Ok(Duration::from_secs(5))),
             ("2m", Ok(Duration::from_secs(120))),
             ("1h", Ok(Duration::from_secs(3600))),
+            ("1m30s", Ok(Duration::from_secs(90))),
+            ("1h30m", Ok(Duration::from_secs(5400))),
+            ("2s500ms", Ok(Duration::from_millis(2500))),
         ];
         for (text, want) in cases {
             assert_eq!(parse(text), want, "{text}");
         }
-        for bad in ["5", "s", "5x", "-1s", "1.5s", ""] {
+        for bad in ["5", "s", "5x", "-1s", "1.5s", "", "30s1m", "1s1s", "1m30"] {
             assert!(parse(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -15,7 +15,11 @@ pub struct Origin {
 impl Origin {
     pub fn new(file: &Path, line: u64, column: u64) -> Self {
         Self {
-            file: file.to_path_buf(),
+            // `dir/./p/x.yaml` is written `dir/p/x.yaml`.
+            file: file
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect(),
             line,
             column,
         }

@@ -171,7 +171,7 @@ impl ProcessConfig {
     /// anchors relative paths.
     pub fn from_text(path: &Path, text: &str, vars: &dyn Vars) -> Result<Self, ConfigErrors> {
         let text = yaml::expand(path, text, vars).map_err(ConfigErrors)?;
-        let doc: ProcessDoc = yaml::parse(path, &text).map_err(|e| ConfigErrors(vec![e]))?;
+        let doc: ProcessDoc = yaml::parse(path, &text).map_err(ConfigErrors)?;
         doc.validate(path)
     }
 }

@@ -92,18 +92,139 @@ fn col(line: &str, rest: &str, at: usize) -> u64 {
 }
 
 /// Parses `text` (already expanded) as `T`, rejecting unknown keys where `T`
-/// says so (every configuration type does).
-pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
-    serde_saphyr::from_str::<T>(text).map_err(|e| {
+/// says so (every configuration type does). Every unknown key of the file
+/// is reported, not only the first: an unknown key on a line of its own is
+/// blanked out (with its block) and the text parsed again, up to 50 times;
+/// the first error of any other kind ends the file's errors.
+pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Vec<ConfigError>> {
+    let mut text = text.to_string();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    // The keys suggested for blanked ones: their absence is the typo's
+    // doing, not another mistake.
+    let mut suggested: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        let e = match serde_saphyr::from_str::<T>(&text) {
+            Ok(doc) if errors.is_empty() => return Ok(doc),
+            Ok(_) => return Err(errors),
+            Err(e) => e,
+        };
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
-        ConfigError {
-            origin: Origin::new(file, line, column),
-            message: e.without_snippet().to_string(),
+        let raw = e.without_snippet().to_string();
+        let (message, suggestion) = explain(&raw);
+        let consequence = !errors.is_empty()
+            && (raw.starts_with("unexpected end of input")
+                || suggested
+                    .iter()
+                    .any(|k| raw.starts_with(&format!("missing field `{k}`"))));
+        if consequence {
+            break;
         }
-    })
+        let unknown = message.starts_with("unknown key");
+        let policy_file = message.contains("this looks like a policy file");
+        errors.push(ConfigError {
+            origin: Origin::new(file, line, column),
+            message,
+        });
+        suggested.extend(suggestion);
+        match blank_key(&text, line, column) {
+            Some(rest) if unknown && !policy_file => text = rest,
+            _ => break,
+        }
+    }
+    Err(errors)
+}
+
+/// serde-saphyr's message, said for an operator: no repeated location, the
+/// closest valid key for an unknown one, and what to do about the parser
+/// errors people meet.
+fn explain(raw: &str) -> (String, Option<String>) {
+    // The location is printed before the message already.
+    let msg = match raw.rfind(" at line ") {
+        Some(at) if raw[at..].contains(", column ") => &raw[..at],
+        _ => raw,
+    };
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((key, expected)) = rest.split_once("`, expected one of ") {
+            let valid: Vec<&str> = expected.split(", ").map(|k| k.trim_matches('`')).collect();
+            let mut out = format!("unknown key `{key}`");
+            let close = closest(key, &valid);
+            if let Some(close) = close {
+                out.push_str(&format!(": did you mean `{close}`?"));
+            }
+            if ["issuers", "upstreams", "routes"].contains(&key) && valid.contains(&"policies") {
+                out.push_str(
+                    "; this looks like a policy file: --config takes the process file (claimgate.yaml), whose `policies:` names the directory of policy files",
+                );
+            }
+            out.push_str(&format!(" (valid here: {})", valid.join(", ")));
+            return (out, close.map(str::to_string));
+        }
+        if let Some((key, _)) = rest.split_once("`, there are no fields") {
+            return (format!("unknown key `{key}`: this map takes no keys"), None);
+        }
+    }
+    if msg.contains("flow mapping") && msg.contains("did not find expected ','") {
+        let hint = format!(
+            "{msg}: a `{{` or `,` inside a `{{ ... }}` map needs quotes, e.g. path: \"/orders/{{id}}\""
+        );
+        return (hint, None);
+    }
+    (msg.to_string(), None)
+}
+
+/// The valid key closest to `key` by edit distance, if close enough to be
+/// a typo.
+fn closest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let best = valid
+        .iter()
+        .map(|v| (edit_distance(key, v), *v))
+        .min_by_key(|(d, _)| *d)?;
+    (best.0 <= (key.len() / 3).max(2)).then_some(best.1)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// `text` with the key at `line`:`column` blanked out, with the lines of
+/// its block (more indented than the key); `None` unless the key starts its
+/// line (a key in a `{ ... }` map or after `- ` is left alone). Line numbers
+/// are kept: the lines stay, empty.
+fn blank_key(text: &str, line: u64, column: u64) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let at = usize::try_from(line).ok()?.checked_sub(1)?;
+    let key_line = lines.get(at)?;
+    let indent = key_line.len() - key_line.trim_start().len();
+    if column as usize != indent + 1 || key_line.trim_start().starts_with('-') {
+        return None;
+    }
+    let mut end = at + 1;
+    while let Some(l) = lines.get(end) {
+        let blank = l.trim().is_empty() || l.trim_start().starts_with('#');
+        if !blank && l.len() - l.trim_start().len() <= indent {
+            break;
+        }
+        end += 1;
+    }
+    let out: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| if (at..end).contains(&i) { "" } else { *l })
+        .collect();
+    Some(out.join("\n"))
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ pub fn compile(
         };
         match yaml::parse::<PolicyDoc>(&src.path, &text) {
             Ok(doc) => docs.push((&src.path, doc)),
-            Err(e) => errs.0.push(e),
+            Err(e) => errs.0.extend(e),
         }
     }
 

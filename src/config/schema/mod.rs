@@ -169,7 +169,7 @@ fn default_listen() -> Spanned<String> {
 
 fn default_admin_listen() -> Spanned<String> {
     Spanned::new(
-        "127.0.0.1:9090".into(),
+        "127.0.0.1:9180".into(),
         serde_saphyr::Location::UNKNOWN,
         serde_saphyr::Location::UNKNOWN,
     )
