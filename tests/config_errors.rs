@@ -65,6 +65,18 @@ fn each_mistake_names_file_line_what_and_what_to_do() {
             vec!["policy.yaml:4:", "needs quotes", "path: \"/orders/{id}\""],
         ),
         (
+            "a rule reading a claim a client could have set",
+            "policies: p\n".into(),
+            issuer("").replace("    public: true\n", "    allow: { claim: $.nsec.role, equals: admin }\n"),
+            vec!["policy.yaml:", "reads the untrusted claim `nsec`", "untrusted_claims", "a client could have set it"],
+        ),
+        (
+            "a claim path without its `$`",
+            "policies: p\n".into(),
+            issuer("").replace("    public: true\n", "    allow: { claim: roles, equals: admin }\n"),
+            vec!["policy.yaml:11:", "`roles` is not a claim path: write `$.roles`"],
+        ),
+        (
             "a duration with its parts in the wrong order",
             "policies: p\nlimits: { request_timeout: 30s1m }\n".into(),
             ROUTE.into(),
@@ -143,4 +155,11 @@ fn a_busy_port_names_the_key_to_change() {
         err.contains("set `admin_listen:` in the process file"),
         "{err}"
     );
+}
+
+/// The examples ship a process file, so that `--config` has one to take.
+#[test]
+fn the_shipped_example_process_file_validates() {
+    let (code, err) = run(Path::new("policies/examples/claimgate.yaml"));
+    assert_eq!(code, 0, "{err}");
 }

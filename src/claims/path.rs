@@ -36,6 +36,16 @@ pub enum Found<'a> {
     Many(Vec<&'a Value>),
 }
 
+/// Why a path may not read `claim`, and what to do instead.
+fn untrusted_read(text: &str, claim: &str) -> String {
+    format!(
+        "`{text}` reads the untrusted claim `{claim}`: it is in an issuer's \
+         `untrusted_claims` (default [nsec], Descope's client-settable claims), so a \
+         client could have set it; read a claim the IdP sets, or take `{claim}` out \
+         of `untrusted_claims` if your IdP alone sets it"
+    )
+}
+
 impl ClaimPath {
     /// Compiles `text`. A path reading one of `untrusted` (top-level claims a
     /// client could have set) is refused (SECURITY.md rule 8).
@@ -45,14 +55,19 @@ impl ClaimPath {
             Some(m) => {
                 if let Some(first) = m.first() {
                     if untrusted.contains(first) {
-                        return Err(format!("`{text}` reads the untrusted claim `{first}`"));
+                        return Err(untrusted_read(text, first));
                     }
                 }
                 Kind::Members(m)
             }
             None => {
-                let q = parse_json_path(text)
-                    .map_err(|e| format!("`{text}` is not a JSONPath: {e}"))?;
+                let q = parse_json_path(text).map_err(|e| {
+                    if text.starts_with('$') {
+                        format!("`{text}` is not a JSONPath: {e}")
+                    } else {
+                        format!("`{text}` is not a claim path: write `$.{text}` (a JSONPath starts with `$`)")
+                    }
+                })?;
                 for name in untrusted {
                     let reads = [
                         format!(".{name}"),
@@ -62,7 +77,7 @@ impl ClaimPath {
                     .iter()
                     .any(|needle| text.contains(needle.as_str()));
                     if reads {
-                        return Err(format!("`{text}` reads the untrusted claim `{name}`"));
+                        return Err(untrusted_read(text, name));
                     }
                 }
                 Kind::Query(Box::new(q))

@@ -184,7 +184,10 @@ fn given_claims(
     }
     for name in &issuer.untrusted_claims {
         if claims.remove(name).is_some() && issuer.refuse_untrusted {
-            let e = TokenError::UntrustedClaim(name.clone());
+            let e = TokenError::UntrustedClaim {
+                claim: name.clone(),
+                issuer: issuer.name.clone(),
+            };
             return Err((Some(issuer), Rejection::Token(e)));
         }
     }

@@ -46,8 +46,11 @@ pub enum TokenError {
     #[error("token lifetime (exp - iat) is longer than the issuer allows")]
     LifetimeTooLong,
     /// The issuer refuses tokens carrying claims a client could have set.
-    #[error("token carries the untrusted claim `{0}`")]
-    UntrustedClaim(String),
+    #[error(
+        "token carries `{claim}`, which issuer `{issuer}` lists in untrusted_claims and \
+         refuses (refuse_untrusted_claims: true): a client could have set it"
+    )]
+    UntrustedClaim { claim: String, issuer: String },
     /// Introspection said `active: false` (revoked, expired, unknown).
     #[error("the issuer says the token is not active")]
     Inactive,
@@ -82,7 +85,7 @@ impl TokenError {
             TokenError::WrongType(_) => "wrong_token_type",
             TokenError::SourceNotAllowed(_) => "token_source_not_allowed",
             TokenError::LifetimeTooLong => "lifetime_too_long",
-            TokenError::UntrustedClaim(_) => "untrusted_claim",
+            TokenError::UntrustedClaim { .. } => "untrusted_claim",
             TokenError::Inactive => "token_inactive",
             TokenError::IntrospectionBusy => "introspection_busy",
             TokenError::IntrospectionUnavailable => "introspection_unavailable",

@@ -217,7 +217,10 @@ pub fn verify(
     // removed, or the token refused where the issuer says so.
     for name in &issuer.untrusted_claims {
         if payload.remove(name).is_some() && issuer.refuse_untrusted {
-            return Err(fail(TokenError::UntrustedClaim(name.clone())));
+            return Err(fail(TokenError::UntrustedClaim {
+                claim: name.clone(),
+                issuer: issuer.name.clone(),
+            }));
         }
     }
     Ok(Verified {

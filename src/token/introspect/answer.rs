@@ -53,7 +53,10 @@ pub fn checked(
     }
     for name in &issuer.untrusted_claims {
         if answer.remove(name).is_some() && issuer.refuse_untrusted {
-            return Err(TokenError::UntrustedClaim(name.clone()));
+            return Err(TokenError::UntrustedClaim {
+                claim: name.clone(),
+                issuer: issuer.name.clone(),
+            });
         }
     }
     Ok(Claims::from_object(answer))
