@@ -5,7 +5,8 @@
 #                 PyPI: PyJWT and cryptography (tests/interop.rs); grpcio and
 #                 xds-protos, Envoy's own generated stubs (tests/ext_authz.rs);
 #                 kubernetes-validate, its schemas included (tests/deploy.rs);
-#                 websockets, a real WebSocket server and client (tests/websocket.rs)
+#                 websockets, a real WebSocket server and client (tests/websocket.rs);
+#                 jsonschema and PyYAML, to check `claimgate schema` (tests/schema.rs)
 #   tests/idp/    npm's oidc-provider, an OpenID Certified provider, pinned by
 #                 tests/idp/package-lock.json (tests/rotation.rs)
 #   prometheus    Debian package (prometheus + promtool: tests/prometheus.rs)
@@ -39,12 +40,12 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   install 2>/dev/null || { $sudo apt-get update -qq >/dev/null && install; }
 fi
 
-if ! .venv/bin/python -c 'import jwt, cryptography, grpc, envoy.service.auth.v3.external_auth_pb2_grpc, kubernetes_validate, websockets' 2>/dev/null; then
-  echo "install-deps: virtualenv .venv with PyJWT, cryptography, grpcio, xds-protos, kubernetes-validate, websockets (PyPI)" >&2
+if ! .venv/bin/python -c 'import jwt, cryptography, grpc, envoy.service.auth.v3.external_auth_pb2_grpc, kubernetes_validate, websockets, jsonschema, yaml' 2>/dev/null; then
+  echo "install-deps: virtualenv .venv with PyJWT, cryptography, grpcio, xds-protos, kubernetes-validate, websockets, jsonschema, PyYAML (PyPI)" >&2
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check \
     'pyjwt[crypto]>=2.8,<3' 'grpcio>=1.60,<2' 'xds-protos>=1.60,<2' \
-    'kubernetes-validate>=1.30,<2' 'websockets>=13,<16' >/dev/null
+    'kubernetes-validate>=1.30,<2' 'websockets>=13,<16' 'jsonschema>=4.18,<5' 'pyyaml>=6,<7' >/dev/null
 fi
 
 if [ ! -d tests/idp/node_modules/oidc-provider ]; then

@@ -2,6 +2,8 @@
 //! and, for loopback clients only, `GET /admin/config`, `POST
 //! /admin/reload`, `GET /admin/keys` and `POST /admin/keys/reload`.
 
+pub mod cli;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -175,3 +175,13 @@ impl ProcessConfig {
         doc.validate(path)
     }
 }
+
+/// The JSON Schema (draft 2020-12) of a policy file, or of the process file.
+pub fn json_schema(policy: bool) -> String {
+    let schema = if policy {
+        schemars::schema_for!(schema::PolicyDoc)
+    } else {
+        schemars::schema_for!(schema::ProcessDoc)
+    };
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}

@@ -54,7 +54,7 @@ pub struct Hasura {
 /// Hasura's `claims_format`: the namespace claim is a JSON object, or a
 /// string holding one (`stringified_json`, for IdPs that only allow string
 /// custom claims).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimsFormat {
     #[default]

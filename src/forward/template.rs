@@ -24,7 +24,7 @@ use crate::claims::{RequestFacts, RequestValue};
 pub const MAX_VALUE_BYTES: usize = 8 * 1024;
 
 /// How a found value becomes header text.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// Strings as they are, numbers and booleans as JSON text, arrays of
@@ -42,7 +42,7 @@ pub enum Encoding {
 }
 
 /// What a header becomes when an expression finds nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Empty {
     /// The header is not sent.

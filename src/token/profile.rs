@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::claims::LocationTexts;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Every location configurable; defaults `$.roles`, `$.permissions`,

@@ -15,12 +15,14 @@ use crate::forward::forwarded::Cidr;
 
 // === process file ===
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessDoc {
     #[serde(default = "default_listen")]
+    #[schemars(with = "String")]
     pub listen: Spanned<String>,
     #[serde(default = "default_admin_listen")]
+    #[schemars(with = "String")]
     pub admin_listen: Spanned<String>,
     pub policies: PathBuf,
     #[serde(default)]
@@ -36,18 +38,22 @@ pub struct ProcessDoc {
     pub reload: ReloadDoc,
     /// The forward-auth front door (nginx `auth_request`, Traefik
     /// `ForwardAuth`, Envoy HTTP ext_authz), on a listener of its own.
+    #[schemars(with = "Option<ForwardAuthDoc>")]
     pub forward_auth: Option<Spanned<ForwardAuthDoc>>,
     /// The Envoy ext_authz gRPC door (Istio CUSTOM, Envoy Gateway), on a
     /// listener of its own.
+    #[schemars(with = "Option<ExtAuthzDoc>")]
     pub ext_authz: Option<Spanned<ExtAuthzDoc>>,
     /// The shared store of `store: redis` rate limits.
+    #[schemars(with = "Option<RedisDoc>")]
     pub redis: Option<Spanned<RedisDoc>>,
     /// OpenTelemetry traces, exported over OTLP/gRPC.
+    #[schemars(with = "Option<TracingDoc>")]
     pub tracing: Option<Spanned<TracingDoc>>,
 }
 
 /// Where spans go and how many.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TracingDoc {
     /// The collector's OTLP/gRPC address, `http://host:4317`.
@@ -59,11 +65,12 @@ pub struct TracingDoc {
     pub service_name: Option<String>,
     /// Longest one export may take (default 10s).
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub export_timeout: Option<Duration>,
 }
 
 /// Where the fleet's rate-limit counts live.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisDoc {
     /// `redis://host:port/db` or `rediss://...`, without a password.
@@ -73,13 +80,14 @@ pub struct RedisDoc {
     /// Longest a rate-limit call may take (default 50ms); past it the
     /// limit's `on_store_error` applies.
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Duration>,
     /// Prefix of claimgate's keys (default `claimgate:rl:`).
     pub key_prefix: Option<String>,
 }
 
 /// The ext_authz gRPC listener and the Envoys it answers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtAuthzDoc {
     pub listen: String,
@@ -88,7 +96,7 @@ pub struct ExtAuthzDoc {
 }
 
 /// The forward-auth listener and the gateways it answers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardAuthDoc {
     pub listen: String,
@@ -103,20 +111,22 @@ pub struct ForwardAuthDoc {
 
 /// When the policy directory is read again, besides SIGHUP and
 /// `POST /admin/reload`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadDoc {
     /// Watch the directory (inotify); survives ConfigMap `..data` swaps.
     pub watch: Option<bool>,
     /// Quiet time after the last change before reloading.
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub debounce: Option<Duration>,
     /// Re-read the directory this often as a backstop; `0s` turns it off.
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub poll_interval: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -124,37 +134,44 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsDoc {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// How often the pair is re-read (default 10s; 0s: never).
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub reload_interval: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsDoc {
     pub max_token_bytes: Option<usize>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub header_read_timeout: Option<Duration>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_concurrent_streams: Option<u32>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub upstream_connect_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub upstream_response_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub request_timeout: Option<Duration>,
     pub max_body_bytes: Option<u64>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub shutdown_grace: Option<Duration>,
     pub token_cache_entries: Option<usize>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub drain_delay: Option<Duration>,
     pub rate_limit_keys: Option<usize>,
 }

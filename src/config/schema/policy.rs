@@ -13,19 +13,23 @@ use crate::token::Profile;
 
 /// One policy file. The files of a directory are merged; a name defined twice
 /// is an error naming both places.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDoc {
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, IssuerDoc>")]
     pub issuers: BTreeMap<String, Spanned<IssuerDoc>>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, UpstreamDoc>")]
     pub upstreams: BTreeMap<String, Spanned<UpstreamDoc>>,
     /// Header templates applied on every authenticated route.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ForwardDoc>")]
     pub forward: BTreeMap<String, Spanned<ForwardDoc>>,
     /// Peers (a load balancer, an ingress) whose `X-Forwarded-*` headers are
     /// extended or kept rather than replaced: addresses or blocks.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub trusted_proxies: Vec<Spanned<String>>,
     /// What to do with a client header claimgate owns: `strip` it (the
     /// default) or `refuse` the request with 400.
@@ -33,16 +37,19 @@ pub struct PolicyDoc {
     pub spoofed_headers: SpoofedHeaders,
     /// Client headers starting with one of these are always removed.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub reserved_header_prefixes: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RouteDoc>")]
     pub routes: Vec<Spanned<RouteDoc>>,
     /// Named orders for `at_least`, lowest first:
     /// `subscription: [free, silver, gold, platinum]`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<String>>")]
     pub levels: BTreeMap<String, Spanned<Vec<String>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerDoc {
     /// The exact `iss` value of this issuer's tokens; with `discovery`, the
@@ -68,20 +75,26 @@ pub struct IssuerDoc {
     pub allow_http: bool,
     pub algorithms: Option<Vec<String>>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub leeway: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub refresh_interval: Option<Duration>,
     /// Bounds on a period from the JWKS response's `Cache-Control: max-age`
     /// (defaults: 1m or refresh_interval if shorter, and 1h).
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub refresh_min: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub refresh_max: Option<Duration>,
     /// Last good keys are dropped when no load succeeded for this long (24h).
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub max_stale: Option<Duration>,
     /// Least time between loads caused by unknown `kid`s (default 30s).
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub unknown_kid_cooldown: Option<Duration>,
     pub untrusted_claims: Option<Vec<String>>,
     /// Refuse (401 `untrusted_claim`) a token carrying an untrusted claim,
@@ -93,6 +106,7 @@ pub struct IssuerDoc {
     pub token_from: Option<Vec<String>>,
     /// Longest `exp - iat` accepted; `iat` becomes required.
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub max_lifetime: Option<Duration>,
     /// Longest `sub` accepted, in bytes (default 1024). A `sub` must also
     /// hold a character other than white space.
@@ -108,7 +122,7 @@ pub struct IssuerDoc {
 }
 
 /// Where a secret is read from; its value never appears in the config.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretDoc {
     pub env: Option<String>,
@@ -116,7 +130,7 @@ pub struct SecretDoc {
 }
 
 /// An issuer's token introspection (RFC 7662 / RFC 9701 / phantom token).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionDoc {
     /// The endpoint; default: the discovery document's
@@ -142,9 +156,11 @@ pub struct IntrospectionDoc {
     /// Longest an active answer is trusted (also never past its `exp`);
     /// default 60 s: a revocation takes effect within it.
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub cache_ttl: Option<Duration>,
     /// How long `active: false` is remembered; default 5 s.
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub inactive_ttl: Option<Duration>,
     /// Calls in flight at once; default 16. Past it: 503 `introspection_busy`.
     pub max_in_flight: Option<usize>,
@@ -153,7 +169,7 @@ pub struct IntrospectionDoc {
 }
 
 /// Claim locations, each a JSONPath (tenant keys are member names).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimsDoc {
     pub roles: Option<String>,
@@ -165,7 +181,7 @@ pub struct ClaimsDoc {
     pub current_tenant: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -181,7 +197,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteDoc {
     pub name: String,
@@ -194,8 +210,10 @@ pub struct RouteDoc {
     /// Issuers whose tokens this route accepts; all when absent.
     pub issuers: Option<Vec<String>>,
     /// The rule a verified token must satisfy; any verified token when absent.
+    #[schemars(with = "Option<RuleDoc>")]
     pub allow: Option<Spanned<RuleDoc>>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ForwardDoc>")]
     pub forward: BTreeMap<String, Spanned<ForwardDoc>>,
     /// What headers whose expression finds nothing become (default omit).
     #[serde(default, deserialize_with = "empty_policy")]
@@ -224,11 +242,12 @@ pub struct RouteDoc {
     pub cors: Option<CorsDoc>,
     /// Quotas: each limit's key, rate by plan, and store.
     #[serde(default)]
+    #[schemars(with = "Vec<RateLimitDoc>")]
     pub rate_limits: Vec<Spanned<RateLimitDoc>>,
 }
 
 /// A route's CORS settings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsDoc {
     /// Exact origins, `https://app.example.com`; `*` for any.
@@ -243,11 +262,12 @@ pub struct CorsDoc {
     #[serde(default)]
     pub credentials: bool,
     #[serde(default, deserialize_with = "duration::option")]
+    #[schemars(with = "Option<String>")]
     pub max_age: Option<Duration>,
 }
 
 /// One rate limit of a route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitDoc {
     /// Names the limit in metrics and headers; unique in the route.
@@ -275,7 +295,7 @@ pub struct RateLimitDoc {
     pub headers: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HasuraDoc {
     /// The claim holding the session variables (default
@@ -292,21 +312,21 @@ pub struct HasuraDoc {
     pub admin_secret: Option<SecretDoc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookKind {
     Hasura,
 }
 
 /// An upstream: its URL, or the URL with how to speak to it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum UpstreamDoc {
     Url(String),
     Full(UpstreamFullDoc),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFullDoc {
     pub url: String,
@@ -322,14 +342,14 @@ pub struct UpstreamFullDoc {
 }
 
 /// A header: a template, or a template with its encoding and empty policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ForwardDoc {
     Template(String),
     Full(ForwardFullDoc),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardFullDoc {
     pub value: String,
@@ -357,7 +377,7 @@ fn empty_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Empty>,
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SpoofedHeaders {
     #[default]
@@ -365,7 +385,7 @@ pub enum SpoofedHeaders {
     Refuse,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchDoc {
     pub path: String,
@@ -375,11 +395,14 @@ pub struct MatchDoc {
 
 /// One node of an `allow` rule: exactly one of `all`, `any`, `not`, a
 /// `claim` with one operator, or a shorthand such as `scope`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDoc {
+    #[schemars(with = "Option<Vec<RuleDoc>>")]
     pub all: Option<Vec<Spanned<RuleDoc>>>,
+    #[schemars(with = "Option<Vec<RuleDoc>>")]
     pub any: Option<Vec<Spanned<RuleDoc>>>,
+    #[schemars(with = "Option<Box<RuleDoc>>")]
     pub not: Option<Box<Spanned<RuleDoc>>>,
     pub claim: Option<String>,
     pub equals: Option<serde_json::Value>,
@@ -406,14 +429,14 @@ pub struct RuleDoc {
 }
 
 /// `admin`, `{any_of: [a, b]}` or `{all_of: [a, b]}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum NeedDoc {
     One(String),
     Set(NeedSetDoc),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NeedSetDoc {
     pub any_of: Option<Vec<String>>,
@@ -423,7 +446,7 @@ pub struct NeedSetDoc {
 /// `{tenant: "{tenant}", any_of: [admin, analyst]}`; `tenant` is a request
 /// value (`{param}`, `{header:Name}`), `current` for the current-tenant
 /// claim, or a literal tenant id.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantNeedDoc {
     pub tenant: String,
@@ -433,7 +456,7 @@ pub struct TenantNeedDoc {
 
 /// The order `at_least` compares in: a name from the file's `levels`, or
 /// the list itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum LevelsRef {
     Named(String),
