@@ -95,7 +95,7 @@ impl Otel {
             otel: self,
             cx: parent.with_span(span),
             origin: (started, at),
-            marks: Marks::new(started),
+            marks: std::sync::Arc::new(Marks::new(started)),
             upstream: std::sync::Mutex::new(None),
         }
     }
@@ -156,7 +156,7 @@ pub struct RequestSpans<'o> {
     cx: Context,
     /// When the request began, as an `Instant` and as wall-clock time.
     origin: (Instant, SystemTime),
-    pub marks: Marks,
+    pub marks: std::sync::Arc<Marks>,
     /// The `upstream` span's context while the upstream is called.
     upstream: std::sync::Mutex<Option<Context>>,
 }

@@ -98,3 +98,66 @@ async fn a_peer_that_is_not_a_gateway_cannot_ask() {
         .starts_with("untrusted_gateway"));
     assert_eq!(s.upstream.count(), 0);
 }
+
+/// `{client}` on the ext_authz door is the downstream peer Envoy reports
+/// (`attributes.source`), as a request value in templates and rules.
+#[tokio::test]
+async fn client_is_the_source_envoy_reports() {
+    use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
+    use envoy_types::pb::envoy::config::core::v3::{address, Address, SocketAddress};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    let s = Builder::new()
+        .policy(
+            "issuers:\n  test:\n    issuer: https://issuer.test\n    audience: [api]\n    jwks_uri: ${JWKS_URI}\n    allow_http: true\n\
+             upstreams:\n  app: ${UPSTREAM}\nroutes:\n  - name: ip\n    match: { path: /ip }\n    upstream: app\n    forward:\n      X-Client: \"{{ {client} }}\"\n",
+        )
+        .start()
+        .await;
+    let bearer = format!("Bearer {}", s.gold_token());
+    let ask = |source: Option<&str>| CheckRequest {
+        attributes: Some(AttributeContext {
+            source: source.map(|ip| Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: ip.to_string(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/ip".into(),
+                    host: "api.test".into(),
+                    headers: [("authorization".to_string(), bearer.clone())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let app = &s.running().app;
+    let set = |resp: envoy_types::ext_authz::v3::pb::CheckResponse| -> Value {
+        match resp.http_response {
+            Some(HttpResponse::OkResponse(ok)) => ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), Value::from(h.value.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            other => panic!("not allowed: {other:?}"),
+        }
+    };
+    let got = set(claimgate::proxy::ext_authz::check(app, ask(Some("203.0.113.9"))).await);
+    assert_eq!(got["x-client"], "203.0.113.9", "{got}");
+    // No source: the value is empty, as for an absent request value.
+    let got = set(claimgate::proxy::ext_authz::check(app, ask(None)).await);
+    assert_ne!(got.get("x-client"), Some(&json!("203.0.113.9")), "{got}");
+    assert_eq!(s.upstream.count(), 0);
+}

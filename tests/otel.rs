@@ -237,3 +237,60 @@ async fn an_unsampled_parent_is_followed() {
         .unwrap();
     assert!(collector.spans.lock().unwrap().is_empty());
 }
+
+/// The forward-auth door traces its checks too, continuing the
+/// `traceparent` the gateway passes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_auth_check_is_a_span_of_the_original_trace() {
+    let (addr, collector) = start_collector().await;
+    let s = common::Builder::new()
+        .forward_auth(&["127.0.0.0/8"], "")
+        .limits(|l| {
+            l.tracing = Some(claimgate::otel::Settings {
+                otlp_endpoint: format!("http://{addr}"),
+                sample_ratio: 0.0,
+                service_name: "claimgate".into(),
+                export_timeout: Duration::from_secs(5),
+            })
+        })
+        .start()
+        .await;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-10f067aa0ba902b7-01");
+    let auth = format!("Bearer {}", s.gold_token());
+    let r = s
+        .check(
+            "GET",
+            "/auth",
+            &[
+                ("authorization", &auth),
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/orders/7"),
+                ("traceparent", &traceparent),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Unsampled (ratio 0) without a parent: nothing exported for this one.
+    let r = s
+        .check("GET", "/auth", &[("x-original-uri", "/orders/7")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let app = s.running().app.clone();
+    tokio::task::spawn_blocking(move || app.otel.as_ref().unwrap().flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let spans = collector.spans.lock().unwrap().clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let servers: Vec<_> = spans.iter().filter(|(_, s)| s.kind == 2).collect();
+    assert_eq!(servers.len(), 1, "{spans:?}");
+    let server = &servers[0].1;
+    assert_eq!(server.name, "GET orders");
+    assert_eq!(hex(&server.trace_id), trace_id);
+    assert_eq!(attributes(server)["claimgate.decision"], "allowed");
+    assert!(spans
+        .iter()
+        .any(|(_, s)| s.name == "verify" && s.parent_span_id == server.span_id));
+    assert_eq!(s.upstream.count(), 0);
+}

@@ -378,3 +378,37 @@ async fn two_instances_share_one_limit_through_redis_and_follow_the_failure_mode
         "recovered: {ok}"
     );
 }
+
+/// The forward-auth door counts a check as the proxy counts a request, and
+/// its allowed answer carries the route's `RateLimit` headers for the
+/// gateway to pass on; a limited check is the proxy's 429.
+#[tokio::test]
+async fn forward_auth_answers_carry_the_rate_limit_headers() {
+    let s = Builder::new()
+        .policy(LIMITED)
+        .forward_auth(&["127.0.0.0/8"], "")
+        .start()
+        .await;
+    let token = s.token(json!({"sub": "fa", "subscription_level": "free"}));
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/api/x"),
+    ];
+    let ask = || s.check("GET", "/auth", &headers);
+    let r = ask().await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["ratelimit"], "\"per-user\";r=9;t=0");
+    assert_eq!(r.headers["ratelimit-policy"], "\"per-user\";q=10;w=1");
+    let mut last = r;
+    for _ in 0..30 {
+        last = ask().await;
+        if last.status != 200 {
+            break;
+        }
+    }
+    assert_eq!(last.status, 429, "{}", last.body);
+    assert_eq!(last.reason(), "rate_limited");
+    assert_eq!(s.upstream.count(), 0);
+}

@@ -47,13 +47,13 @@ pub struct Ctx<'s> {
     /// The client's address, for `{client}` (the reverse proxy's door).
     pub client: Option<std::net::IpAddr>,
     /// Where the stages' times go when the request is traced.
-    pub marks: Option<&'s crate::otel::Marks>,
+    pub marks: Option<std::sync::Arc<crate::otel::Marks>>,
 }
 
 impl Ctx<'_> {
     /// Marks a stage's boundary for the request's trace, if traced.
     pub fn mark(&self, mark: crate::otel::Mark) {
-        if let Some(m) = self.marks {
+        if let Some(m) = &self.marks {
             m.set(mark);
         }
     }

@@ -58,10 +58,10 @@ impl Authorization for Service {
             // Rule 21: not a gateway; decide nothing.
             record(
                 &self.app,
+                Asked::new(Instant::now()),
                 "none",
                 &Seen::default(),
                 Err(&Rejection::UntrustedGateway),
-                Instant::now(),
             );
             return Err(tonic::Status::permission_denied(
                 "untrusted_gateway: only configured gateways may ask",
@@ -75,31 +75,46 @@ impl Authorization for Service {
 
 /// Decides one check request.
 pub async fn check(app: &App, req: CheckRequest) -> CheckResponse {
-    let started = Instant::now();
+    let mut asked = Asked::new(Instant::now());
     let snapshot = app.snapshot();
-    let ctx = app.decision_ctx(&snapshot);
+    let mut ctx = app.decision_ctx(&snapshot);
     let mut head = match head(&req) {
         Ok(h) => h,
         Err(r) => {
-            record(app, "none", &Seen::default(), Err(&r), started);
+            record(app, asked, "none", &Seen::default(), Err(&r));
             return denied(&r);
         }
     };
+    // Envoy's downstream peer: the client, for `{client}`.
+    ctx.client = source_ip(&req);
+    asked.client = ctx.client;
+    asked.method = head.method.to_string();
+    asked.path = head.uri.path().to_string();
+    asked.request_id = header_text(&head, "x-request-id");
+    // The check's span, continued from the request's `traceparent` when
+    // Envoy traces.
+    let spans = app
+        .otel
+        .as_ref()
+        .map(|o| o.start(&head.headers, asked.started));
+    ctx.marks = spans.as_ref().map(|s| s.marks.clone());
     let sent: Vec<HeaderName> = head.headers.keys().cloned().collect();
     let decided = decision::decide(&ctx, &mut head, None);
     let outcome = match tokio::time::timeout(app.limits.request_timeout, decided).await {
         Ok(o) => o,
         Err(_) => {
             let r = Rejection::RequestTimeout;
-            record(app, "none", &Seen::default(), Err(&r), started);
+            asked.spans = spans;
+            record(app, asked, "none", &Seen::default(), Err(&r));
             return denied(&r);
         }
     };
+    asked.spans = spans;
     let (matched, seen, verdict) = outcome.split();
     let route = matched.map_or("none", |m| m.route.name.as_str());
     match verdict {
         Ok(allowed) => {
-            record(app, route, &seen, Ok(allowed.decision), started);
+            record(app, asked, route, &seen, Ok(allowed.decision));
             let headers = allowed.set.iter().map(|(k, v)| overwrite(k, v)).collect();
             // What the proxy would have removed: hygiene's removals and the
             // credential (Envoy cannot remove `host` or pseudo-headers).
@@ -122,7 +137,7 @@ pub async fn check(app: &App, req: CheckRequest) -> CheckResponse {
             }
         }
         Err(r) => {
-            record(app, route, &seen, Err(&r), started);
+            record(app, asked, route, &seen, Err(&r));
             denied(&r)
         }
     }
@@ -205,12 +220,53 @@ fn overwrite(name: &HeaderName, value: &http::HeaderValue) -> HeaderValueOption 
     }
 }
 
+/// What the access line and the span say of a check, besides its outcome.
+struct Asked<'o> {
+    started: Instant,
+    method: String,
+    path: String,
+    client: Option<std::net::IpAddr>,
+    request_id: String,
+    spans: Option<crate::otel::RequestSpans<'o>>,
+}
+
+impl Asked<'_> {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            method: String::new(),
+            path: String::new(),
+            client: None,
+            request_id: String::new(),
+            spans: None,
+        }
+    }
+}
+
+/// The downstream peer's IP address Envoy reports (`attributes.source`).
+fn source_ip(req: &CheckRequest) -> Option<std::net::IpAddr> {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    let source = req.attributes.as_ref()?.source.as_ref()?;
+    match source.address.as_ref()?.address.as_ref()? {
+        Address::SocketAddress(s) => s.address.parse().ok(),
+        _ => None,
+    }
+}
+
+fn header_text(head: &Parts, name: &str) -> String {
+    head.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn record(
     app: &App,
+    asked: Asked<'_>,
     route: &str,
     seen: &Seen,
     result: Result<decision::Decision, &Rejection>,
-    started: Instant,
 ) {
     let (decision, rejection, status) = match result {
         Ok(d) => (d, None, 200),
@@ -225,14 +281,28 @@ fn record(
             decision,
             rejection,
             status,
-            elapsed: started.elapsed(),
-            method: "",
-            path: "",
-            client: None,
-            request_id: "",
+            elapsed: asked.started.elapsed(),
+            method: &asked.method,
+            path: &asked.path,
+            client: asked.client,
+            request_id: &asked.request_id,
             upstream_status: None,
         },
     );
+    if let Some(spans) = asked.spans {
+        spans.finish(&crate::otel::Finish {
+            route,
+            method: &asked.method,
+            path: &asked.path,
+            status,
+            decision: decision.as_str(),
+            reason: rejection.map_or("", Rejection::reason),
+            issuer: seen.issuer_name(),
+            request_id: &asked.request_id,
+            client: asked.client,
+            routed: None,
+        });
+    }
 }
 
 /// Serves ext_authz and gRPC health on `listener` until `shutdown`.

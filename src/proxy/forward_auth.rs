@@ -38,8 +38,12 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let snapshot = app.snapshot();
-    let mut ctx = app.decision_ctx(&snapshot);
     let (parts, _body) = req.into_parts();
+    // The check's span, continued from the `traceparent` the gateway passes
+    // on (the original request's).
+    let spans = app.otel.as_ref().map(|o| o.start(&parts.headers, started));
+    let mut ctx = app.decision_ctx(&snapshot);
+    ctx.marks = spans.as_ref().map(|s| s.marks.clone());
     // The gateway is trusted for the original request (rule 21), so for
     // the client's address in its X-Forwarded-For too.
     ctx.client = Some(crate::forward::forwarded::client_ip(
@@ -60,7 +64,9 @@ pub async fn handle(
                 Ok(outcome) => {
                     let (matched, seen, verdict) = outcome.split();
                     route = matched.map_or("none", |m| m.route.name.as_str());
-                    (seen, verdict.map(|a| (answer(&a.set), a.decision)))
+                    let answered =
+                        |a: decision::Allowed| (answer(&a.set, &a.response_headers), a.decision);
+                    (seen, verdict.map(answered))
                 }
             }
         }
@@ -69,6 +75,12 @@ pub async fn handle(
         Ok((resp, decision)) => (resp, decision, None),
         Err(r) => (r.response(), r.decision(), Some(r)),
     };
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let status = resp.status().as_u16();
     telemetry::record(
         &app.metrics,
         &Record {
@@ -77,27 +89,44 @@ pub async fn handle(
             seen: &seen,
             decision,
             rejection: rejection.as_ref(),
-            status: resp.status().as_u16(),
+            status,
             elapsed: started.elapsed(),
             method: &method,
             path: &path,
             client: Some(peer.addr.ip()),
-            request_id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
+            request_id,
             upstream_status: None,
         },
     );
+    if let Some(spans) = spans {
+        spans.finish(&crate::otel::Finish {
+            route,
+            method: &method,
+            path: &path,
+            status,
+            decision: rejection
+                .as_ref()
+                .map_or(decision, Rejection::decision)
+                .as_str(),
+            reason: rejection.as_ref().map_or("", Rejection::reason),
+            issuer: seen.issuer_name(),
+            request_id,
+            client: ctx.client,
+            routed: None,
+        });
+    }
     resp
 }
 
-/// 200 with the headers the gateway is to set on the request.
-fn answer(set: &[(http::HeaderName, HeaderValue)]) -> Response<Body> {
+/// 200 with the headers the gateway is to set on the request, and the
+/// route's rate-limit headers (`RateLimit-*`) when it sends them.
+fn answer(
+    set: &[(http::HeaderName, HeaderValue)],
+    limits: &[(http::HeaderName, HeaderValue)],
+) -> Response<Body> {
     let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
     *resp.status_mut() = StatusCode::OK;
-    for (name, value) in set {
+    for (name, value) in set.iter().chain(limits) {
         resp.headers_mut().insert(name.clone(), value.clone());
     }
     resp

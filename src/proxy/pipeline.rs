@@ -40,7 +40,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     // `traceparent`; the core marks its stages into it.
     let spans = app.otel.as_ref().map(|o| o.start(&head.headers, started));
     let mut ctx = app.decision_ctx(&snapshot);
-    ctx.marks = spans.as_ref().map(|s| &s.marks);
+    ctx.marks = spans.as_ref().map(|s| s.marks.clone());
     // Before hygiene replaces the forwarding headers.
     ctx.client = Some(forwarded::client_ip(
         &head.headers,
