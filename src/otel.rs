@@ -177,6 +177,13 @@ pub struct Finish<'a> {
 }
 
 impl RequestSpans<'_> {
+    /// The trace id, hex, when this request is sampled.
+    pub fn trace_id(&self) -> Option<String> {
+        let span = self.cx.span();
+        let sc = span.span_context();
+        sc.is_sampled().then(|| sc.trace_id().to_string())
+    }
+
     fn wall(&self, at: Instant) -> SystemTime {
         self.origin.1 + at.saturating_duration_since(self.origin.0)
     }

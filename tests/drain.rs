@@ -127,6 +127,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     })
     .await;
     assert_eq!(get(addr, "/healthz", None).await.status, StatusCode::OK);
+    // A refusal, for its access line.
+    assert_eq!(
+        get(addr, "/me", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     std::fs::write(&policy_file, common::POLICY).unwrap();
     signal("-HUP", pid);
     wait_until("the SIGHUP reload", || async {
@@ -203,6 +208,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert_eq!(f["path"], "/slow/2500");
     assert_eq!(f["client"], "127.0.0.1");
     assert_eq!(f["upstream_status"], 200);
+    assert!(f["bytes"].as_u64() > Some(0), "{f}");
     let id = f["request_id"].as_str().unwrap();
     assert!(
         id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -214,6 +220,18 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "ANSI codes in the log"
     );
     assert!(access.iter().any(|v| v["fields"]["route"] == "any-user"));
+    // The refused request's line: its reason, no upstream status, the size
+    // of the JSON refusal.
+    let refused = access
+        .iter()
+        .map(|v| &v["fields"])
+        .find(|f| f["status"] == 401)
+        .unwrap_or_else(|| panic!("no 401 access line: {log:#?}"));
+    assert_eq!(refused["decision"], "unauthenticated");
+    assert_eq!(refused["reason"], "missing_token");
+    assert_eq!(refused["path"], "/me");
+    assert!(refused.get("upstream_status").is_none(), "{refused}");
+    assert!(refused["bytes"].as_u64() > Some(20), "{refused}");
     let all = log.join("\n");
     assert!(!all.contains(&token), "a token reached the log");
     assert!(!all.contains(token.split('.').nth(2).unwrap()));

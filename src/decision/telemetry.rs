@@ -29,6 +29,11 @@ pub struct Record<'a> {
     pub request_id: &'a str,
     /// The upstream's status, when the answer came from the upstream.
     pub upstream_status: Option<u16>,
+    /// The response body's length, when known before it is sent (not for
+    /// a streamed body).
+    pub bytes: Option<u64>,
+    /// The request's trace id, when it is traced (`tracing:`).
+    pub trace_id: Option<String>,
 }
 
 /// Records `r` in `metrics` and the access log.
@@ -90,5 +95,7 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         path = r.path,
         client = r.client.map(|c| c.to_string()),
         request_id = r.request_id,
+        bytes = r.bytes,
+        trace_id = r.trace_id.as_deref(),
     );
 }

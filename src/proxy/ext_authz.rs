@@ -287,6 +287,8 @@ fn record(
             client: asked.client,
             request_id: &asked.request_id,
             upstream_status: None,
+            bytes: None,
+            trace_id: asked.spans.as_ref().and_then(|s| s.trace_id()),
         },
     );
     if let Some(spans) = asked.spans {

@@ -96,6 +96,8 @@ pub async fn handle(
             client: Some(peer.addr.ip()),
             request_id,
             upstream_status: None,
+            bytes: hyper::body::Body::size_hint(resp.body()).exact(),
+            trace_id: spans.as_ref().and_then(|s| s.trace_id()),
         },
     );
     if let Some(spans) = spans {

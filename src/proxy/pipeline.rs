@@ -136,6 +136,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
         client: Some(peer.addr.ip()),
         request_id: id.to_str().unwrap_or(""),
         upstream_status,
+        bytes: hyper::body::Body::size_hint(resp.body()).exact(),
+        trace_id: spans.as_ref().and_then(|s| s.trace_id()),
     };
     telemetry::record(&app.metrics, &record);
     if let Some(spans) = spans {
