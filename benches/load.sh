@@ -23,6 +23,8 @@
 #
 # BASELINE=path/to/an/older/claimgate runs that binary too, on the public and
 # cached targets, between two runs of this one: before/after in one run.
+# CLAIMGATE_BIN=path runs that binary as "cg" (e.g. one built with frame
+# pointers for a profile with call stacks).
 # PERF="cg cached RS256" records a perf profile (perf.data, or PERF_OUT) of
 # that target's run, for `perf report`.
 #
@@ -166,7 +168,7 @@ start_cg() { # binary config-dir -> pid on stdout
   "$1" run --config "$2/claimgate.yaml" >/dev/null 2>"$2/access.log" &
   echo $!
 }
-cgpid=$(start_cg ./target/release/claimgate "$work/cg")
+cgpid=$(start_cg "${CLAIMGATE_BIN:-./target/release/claimgate}" "$work/cg")
 pids+=($cgpid)
 if [ -n "${BASELINE:-}" ]; then
   # The same config on two more ports, for an older binary in the same run.

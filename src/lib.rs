@@ -8,6 +8,7 @@
 //! → `decision` → `proxy`, `admin`, `explain` → `app`.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod claims;

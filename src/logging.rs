@@ -50,6 +50,28 @@ fn write_out(buf: &mut Vec<u8>) {
     }
 }
 
+/// Has `line` append one whole line to a buffer, then writes it as the
+/// [`Stderr`] writer would: into this thread's batch when it batches (no
+/// copy), else at once.
+pub fn with_line(line: impl FnOnce(&mut Vec<u8>)) {
+    let mut line = Some(line);
+    BUFFER.with(|b| {
+        if let Some(buf) = b.borrow_mut().as_mut() {
+            if let Some(l) = line.take() {
+                l(buf);
+            }
+            if buf.len() >= FLUSH_AT {
+                write_out(buf);
+            }
+        }
+    });
+    if let Some(l) = line {
+        let mut buf = Vec::with_capacity(512);
+        l(&mut buf);
+        let _ = std::io::stderr().lock().write_all(&buf);
+    }
+}
+
 /// The `tracing_subscriber` writer: stderr, batched on batching threads.
 #[derive(Clone, Copy, Default)]
 pub struct Stderr;

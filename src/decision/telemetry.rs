@@ -81,6 +81,10 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         .request_duration
         .with_label_values(&[r.route])
         .observe(r.elapsed.as_secs_f64());
+    if crate::access_log::direct() {
+        access_line(r, decision, issuer);
+        return;
+    }
     tracing::info!(
         target: "claimgate::access",
         door = r.door,
@@ -98,4 +102,39 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         bytes = r.bytes,
         trace_id = r.trace_id.as_deref(),
     );
+}
+
+/// The same line, written by [`crate::access_log`] without `tracing`'s
+/// formatter.
+fn access_line(r: &Record<'_>, decision: Decision, issuer: Option<&str>) {
+    use crate::access_log::Field::{Str, U64};
+    let mut client = [0u8; 48];
+    let client = r.client.and_then(|ip| {
+        let mut w = std::io::Cursor::new(&mut client[..]);
+        std::io::Write::write_fmt(&mut w, format_args!("{ip}")).ok()?;
+        let n = w.position() as usize;
+        std::str::from_utf8(&client[..n]).ok()
+    });
+    crate::access_log::write(&[
+        ("door", Some(Str(r.door))),
+        ("route", Some(Str(r.route))),
+        ("decision", Some(Str(decision.as_str()))),
+        (
+            "reason",
+            Some(Str(r.rejection.map_or("", Rejection::reason))),
+        ),
+        ("issuer", Some(Str(issuer.unwrap_or("")))),
+        ("status", Some(U64(u64::from(r.status)))),
+        (
+            "upstream_status",
+            r.upstream_status.map(|s| U64(u64::from(s))),
+        ),
+        ("latency_us", Some(U64(r.elapsed.as_micros() as u64))),
+        ("method", Some(Str(r.method))),
+        ("path", Some(Str(r.path))),
+        ("client", client.map(Str)),
+        ("request_id", Some(Str(r.request_id))),
+        ("bytes", r.bytes.map(U64)),
+        ("trace_id", r.trace_id.as_deref().map(Str)),
+    ]);
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: a figure that
+# does not move with the machine's load, for before/after comparisons of
+# user-space work (the kernel's part is not counted; see benches/load.sh
+# for CPU time).
+#
+#   bash benches/instructions.sh [requests=2000] BINARY...
+#
+# Each binary serves the same config (one worker thread, JSON access log
+# on) under callgrind, with an nginx upstream. After 300 warm-up requests
+# the counters are zeroed; then REQUESTS requests on one keep-alive
+# connection go to the public route and REQUESTS to the cached-token route
+# (RS256, `role` rule, 4 claim headers), each dumped on its own. Prints
+# instructions per request for each binary and target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-2000}
+shift || true
+[ $# -gt 0 ] || { echo "usage: benches/instructions.sh [requests] BINARY..." >&2; exit 2; }
+command -v valgrind >/dev/null || { echo "valgrind is missing" >&2; exit 1; }
+bash scripts/install-deps.sh --bench
+cargo build --release --quiet --example loadkit
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+./target/release/examples/loadkit "$work/kit" 1 >/dev/null
+chmod -R a+rX "$work/kit"
+base=$((20000 + RANDOM % 20000))
+up=$base cg=$((base + 2)) adm=$((base + 3))
+user_line=""
+[ "$(id -u)" -eq 0 ] && user_line="user root;"
+mkdir -p "$work/nginx"
+cat >"$work/nginx/upstream.conf" <<EOF
+$user_line
+worker_processes 1;
+daemon off;
+pid $work/nginx/upstream.pid;
+error_log $work/nginx/upstream.err warn;
+events { worker_connections 1024; }
+http {
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  keepalive_requests 10000000;
+  access_log off;
+  server {
+    listen 127.0.0.1:$up;
+    location = /jwks.json { default_type application/json; alias $work/kit/jwks.json; }
+    location / { default_type text/plain; return 200 "ok\n"; }
+  }
+}
+EOF
+/usr/sbin/nginx -c "$work/nginx/upstream.conf" -e "$work/nginx/upstream.err" &
+pids+=($!)
+mkdir -p "$work/cg/policies"
+cat >"$work/cg/claimgate.yaml" <<EOF
+listen: 127.0.0.1:$cg
+admin_listen: 127.0.0.1:$adm
+policies: ./policies
+log_format: json
+workers: 1
+reload: { watch: false, poll_interval: 0s }
+EOF
+cat >"$work/cg/policies/bench.yaml" <<EOF
+issuers:
+  bench:
+    issuer: https://idp.bench.local
+    audience: [bench-api]
+    jwks_uri: http://127.0.0.1:$up/jwks.json
+    allow_http: true
+    algorithms: [RS256]
+    claims:
+      roles: \$.roles
+upstreams:
+  app: http://127.0.0.1:$up
+routes:
+  - name: public
+    match: { path: "/public/**" }
+    upstream: app
+    public: true
+  - name: api
+    match: { path: "/api/**", methods: [GET] }
+    upstream: app
+    allow: { role: orders }
+    forward:
+      X-User-Id: "{{ \$.sub }}"
+      X-Tenant: "{{ \$.tenant }}"
+      X-Plan: "{{ \$.plan }}"
+      X-Email: "{{ \$.email }}"
+EOF
+token=$(cat "$work/kit/token")
+
+# Sends COUNT requests to PATH on one keep-alive connection; all must be 200.
+send() { # count path [token]
+  python3 - "$cg" "$@" <<'EOF'
+import http.client, sys
+port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+headers = {"Authorization": "Bearer " + sys.argv[4]} if len(sys.argv) > 4 else {}
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(count):
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"{path}: {r.status}")
+EOF
+}
+
+# The Ir total of the newest callgrind dump in DIR.
+total() {
+  local f
+  f=$(ls -t "$1"/callgrind.out.* | head -1)
+  awk '/^(summary|totals):/ {print $2; exit}' "$f"
+}
+
+printf '%-40s %14s %14s\n' "binary ($n requests each)" "public Ir/req" "cached Ir/req"
+for bin in "$@"; do
+  out="$work/cg-out"
+  rm -rf "$out" && mkdir -p "$out"
+  valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
+    "$bin" run --config "$work/cg/claimgate.yaml" >/dev/null 2>"$work/cg/stderr.log" &
+  vpid=$!
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null || { cat "$work/cg/stderr.log" >&2; exit 1; }
+  send 300 /public/1
+  send 300 /api/orders/7 "$token"
+  callgrind_control -z "$vpid" >/dev/null 2>&1
+  send "$n" /public/1
+  callgrind_control -d "$vpid" >/dev/null 2>&1
+  sleep 1
+  public=$(total "$out")
+  callgrind_control -z "$vpid" >/dev/null 2>&1
+  send "$n" /api/orders/7 "$token"
+  callgrind_control -d "$vpid" >/dev/null 2>&1
+  sleep 1
+  cached=$(total "$out")
+  kill "$vpid" 2>/dev/null || true
+  wait "$vpid" 2>/dev/null || true
+  printf '%-40s %14d %14d\n' "$bin" $((public / n)) $((cached / n))
+done
