@@ -130,10 +130,8 @@ pub(super) async fn run<T: Tracer>(
     // quota: counted only for a request the rule allowed.
     let mut response_headers = Vec::new();
     if let (false, Some(quotas)) = (route.rate_limits.is_empty(), ctx.quotas) {
-        match quotas
-            .check(&route.name, &route.rate_limits, claims.root(), &facts)
-            .await
-        {
+        let checked = quotas.check(&route.name, &route.rate_limits, claims.root(), &facts);
+        match Box::pin(checked).await {
             Ok(h) => response_headers = h,
             Err(r) => {
                 ctx.mark(crate::otel::Mark::DecideEnd);
@@ -206,7 +204,9 @@ struct Verification {
 /// issuer's own source check.
 async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource) -> Verification {
     if !introspect::looks_like_jwt(token) {
-        return introspected(ctx, route, token, source).await;
+        // Boxed, as every rarely taken wait below: the request's future
+        // (moved whole a few times per request) stays small.
+        return Box::pin(introspected(ctx, route, token, source)).await;
     }
     let snapshot = ctx.snapshot;
     let accepted = route.issuers.as_deref();
@@ -236,7 +236,7 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
         kid,
     }) = &result
     {
-        if i.keys.refresh_for_unknown_kid(kid.as_deref()).await {
+        if Box::pin(i.keys.refresh_for_unknown_kid(kid.as_deref())).await {
             result = full();
         }
     }
@@ -270,9 +270,8 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
     // effect within `cache_ttl` (the JWT's own claims stay the claims).
     let all = verified.issuer.introspection.as_ref();
     if let Some(i) = all.filter(|i| i.settings.which == Which::All) {
-        let asked = i
-            .introspect(&verified.issuer, &snapshot.issuers, token, ctx.now)
-            .await;
+        let asked =
+            Box::pin(i.introspect(&verified.issuer, &snapshot.issuers, token, ctx.now)).await;
         if let Err(e) = asked {
             return Verification {
                 issuer,

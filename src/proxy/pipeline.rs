@@ -96,7 +96,10 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
                 .cors
                 .as_ref()
                 .and_then(|c| c.origin(&head.headers).map(|o| (c.clone(), o.clone())));
-            let forwarded = forward_allowed(
+            // Boxed: built in place once, not moved whole (it is the bulk
+            // of the request's state) into the timeout and the
+            // connection's future.
+            let forwarded = Box::pin(forward_allowed(
                 app,
                 &ctx,
                 matched,
@@ -106,7 +109,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
                 peer,
                 upgrade,
                 spans.as_ref(),
-            );
+            ));
             match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
                 Ok((seen, result)) => (route, seen, result),
                 Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
