@@ -126,7 +126,7 @@ printf '%-40s %14s %14s\n' "binary ($n requests each)" "public Ir/req" "cached I
 for bin in "$@"; do
   out="$work/cg-out"
   rm -rf "$out" && mkdir -p "$out"
-  valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" \
+  valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$out/callgrind.out.%p" \
     "$bin" run --config "$work/cg/claimgate.yaml" >/dev/null 2>"$work/cg/stderr.log" &
   vpid=$!
   for _ in $(seq 1 300); do
@@ -146,6 +146,8 @@ for bin in "$@"; do
   callgrind_control -d "$vpid" >/dev/null 2>&1
   sleep 1
   cached=$(total "$out")
+  # KEEP=dir keeps the cached-route dump, for callgrind_annotate.
+  [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").callgrind"; }
   kill "$vpid" 2>/dev/null || true
   wait "$vpid" 2>/dev/null || true
   printf '%-40s %14d %14d\n' "$bin" $((public / n)) $((cached / n))

@@ -1,23 +1,8 @@
 //! Header hygiene (SECURITY.md rules 13–15): what a client sent that must
 //! never reach the upstream as it was sent.
 
-use std::collections::HashSet;
-
 use http::header::{HeaderName, CONNECTION};
 use http::HeaderMap;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Forwarding headers claimgate sets itself from the connection (rule 15).
 pub const FORWARDED_EXACT: [&str; 2] = ["forwarded", "x-real-ip"];
@@ -46,12 +31,13 @@ pub fn is_rewrite_class(name: &str) -> bool {
 /// The header names claimgate owns: a client can never send them upstream.
 #[derive(Debug, Clone, Default)]
 pub struct OwnedHeaders {
-    exact: HashSet<String>,
+    /// Sorted, for a binary search: a few comparisons, no hashing.
+    exact: Vec<String>,
     prefixes: Vec<String>,
     /// The subset set from claims (templates and reserved prefixes), which
     /// `spoofed_headers: refuse` refuses; forwarding headers from another
     /// proxy in front are only replaced.
-    claimed_exact: HashSet<String>,
+    claimed_exact: Vec<String>,
     claimed_prefixes: Vec<String>,
 }
 
@@ -61,14 +47,18 @@ impl OwnedHeaders {
         names: impl IntoIterator<Item = &'a str>,
         prefixes: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        let claimed_exact: HashSet<String> = names.into_iter().map(canonical).collect();
+        let mut claimed_exact: Vec<String> = names.into_iter().map(canonical).collect();
+        claimed_exact.sort();
+        claimed_exact.dedup();
         let claimed_prefixes: Vec<String> = prefixes.into_iter().map(canonical).collect();
-        let mut exact: HashSet<String> = FORWARDED_EXACT
+        let mut exact: Vec<String> = FORWARDED_EXACT
             .iter()
             .chain(REWRITE_EXACT.iter())
             .map(|s| s.to_string())
             .collect();
         exact.extend(claimed_exact.iter().cloned());
+        exact.sort();
+        exact.dedup();
         let mut prefixes = claimed_prefixes.clone();
         prefixes.extend(FORWARDED_PREFIXES.iter().map(|s| s.to_string()));
         prefixes.push(REWRITE_PREFIXES[0].to_string());
@@ -83,18 +73,42 @@ impl OwnedHeaders {
     /// True when a header of this name (any spelling) is one claimgate sets
     /// from claims, or under a reserved prefix.
     pub fn claims(&self, name: &str) -> bool {
-        let c = canonical(name);
-        self.claimed_exact.contains(&c)
-            || self
-                .claimed_prefixes
-                .iter()
-                .any(|p| c.starts_with(p.as_str()))
+        with_canonical(name, |c| {
+            matches(&self.claimed_exact, &self.claimed_prefixes, c)
+        })
     }
 
     /// True when a header of this name (any spelling) is claimgate's.
     pub fn owns(&self, name: &str) -> bool {
-        let c = canonical(name);
-        self.exact.contains(&c) || self.prefixes.iter().any(|p| c.starts_with(p.as_str()))
+        with_canonical(name, |c| matches(&self.exact, &self.prefixes, c))
+    }
+}
+
+fn matches(exact: &[String], prefixes: &[String], c: &str) -> bool {
+    exact.binary_search_by(|e| e.as_str().cmp(c)).is_ok()
+        || prefixes.iter().any(|p| c.starts_with(p.as_str()))
+}
+
+/// Calls `f` with the canonical form of `name`, built on the stack when
+/// short (every request's every header goes through here).
+fn with_canonical<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 64];
+    if name.len() > buf.len() {
+        return f(&canonical(name));
+    }
+    for (slot, b) in buf.iter_mut().zip(name.bytes()) {
+        *slot = canonical_byte(b);
+    }
+    match std::str::from_utf8(&buf[..name.len()]) {
+        Ok(c) => f(c),
+        Err(_) => f(&canonical(name)),
+    }
+}
+
+fn canonical_byte(b: u8) -> u8 {
+    match b {
+        b'_' | b'.' => b'-',
+        b => b.to_ascii_lowercase(),
     }
 }
 
@@ -102,12 +116,7 @@ impl OwnedHeaders {
 /// `-`, the way CGI, WSGI, Rails and nginx's `underscores_in_headers` may
 /// read them (rule 14). `X_User_Id` and `x.user.id` are `x-user-id`.
 pub fn canonical(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' | b'.' => '-',
-            b => b.to_ascii_lowercase() as char,
-        })
-        .collect()
+    name.bytes().map(|b| canonical_byte(b) as char).collect()
 }
 
 /// The first client header that claims to be one claimgate sets from
@@ -133,19 +142,35 @@ pub fn clean_request(headers: &mut HeaderMap, owned: &OwnedHeaders) {
     }
 }
 
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way; as
+/// header names, so that removing them parses nothing.
+const HOP_BY_HOP_NAMES: [HeaderName; 9] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
+];
+
 /// Removes hop-by-hop headers and those named by `Connection` (rule 13).
 /// Used on requests and on upstream responses.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
-    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
-        headers.remove(name.as_str());
+    // The names `Connection` lists, read before it goes (rarely any).
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(name) = HeaderName::from_bytes(n.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP_NAMES.iter().chain(&named) {
+        headers.remove(name);
     }
 }
 
