@@ -99,13 +99,9 @@ pub(super) async fn run<T: Tracer>(
     // decide → render
     // The client's address as text, on the stack: no allocation.
     let mut client_buf = [0u8; 48];
-    let client = ctx.client.and_then(|ip| {
-        use std::io::Write;
-        let mut w = std::io::Cursor::new(&mut client_buf[..]);
-        write!(w, "{ip}").ok()?;
-        let n = w.position() as usize;
-        std::str::from_utf8(&client_buf[..n]).ok()
-    });
+    let client = ctx
+        .client
+        .map(|ip| forward::forwarded::ip_text(ip, &mut client_buf));
     let facts = RequestFacts {
         method: &head.method,
         host,

@@ -109,12 +109,9 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
 fn access_line(r: &Record<'_>, decision: Decision, issuer: Option<&str>) {
     use crate::access_log::Field::{Str, U64};
     let mut client = [0u8; 48];
-    let client = r.client.and_then(|ip| {
-        let mut w = std::io::Cursor::new(&mut client[..]);
-        std::io::Write::write_fmt(&mut w, format_args!("{ip}")).ok()?;
-        let n = w.position() as usize;
-        std::str::from_utf8(&client[..n]).ok()
-    });
+    let client = r
+        .client
+        .map(|ip| crate::forward::forwarded::ip_text(ip, &mut client));
     crate::access_log::write(&[
         ("door", Some(Str(r.door))),
         ("route", Some(Str(r.route))),

@@ -388,12 +388,13 @@ fn set_forwarded(req: &mut Parts, host: &str, peer: Peer, proxy: FromProxy) {
     for (name, value) in proxy.rewrite {
         headers.append(name, value);
     }
-    let peer_ip = peer.addr.ip().to_string();
+    let mut buf = [0u8; 48];
+    let peer_ip = forwarded::ip_text(peer.addr.ip(), &mut buf);
     let chain = match proxy.forwarded_for {
-        Some(prior) => format!("{prior}, {peer_ip}"),
-        None => peer_ip,
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer_ip}")),
+        None => HeaderValue::from_str(peer_ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
+    if let Ok(v) = chain {
         headers.insert("x-forwarded-for", v);
     }
     let proto = proxy.proto.unwrap_or(HeaderValue::from_static(if peer.tls {
