@@ -10,6 +10,13 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::hygiene::is_rewrite_class;
 
+/// Header names used on every request, parsed once (a `&str` name is
+/// parsed on each insert or lookup).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// An address block, `10.0.0.0/8`, `fd00::/8`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -90,7 +97,7 @@ pub fn from_trusted(
         false => Vec::new(),
     };
     let chain: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
@@ -98,8 +105,8 @@ pub fn from_trusted(
         .collect();
     FromProxy {
         forwarded_for: (!chain.is_empty()).then(|| chain.join(", ")),
-        proto: headers.get("x-forwarded-proto").cloned(),
-        host: headers.get("x-forwarded-host").cloned(),
+        proto: headers.get(X_FORWARDED_PROTO).cloned(),
+        host: headers.get(X_FORWARDED_HOST).cloned(),
         rewrite,
     }
 }
@@ -118,7 +125,7 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> IpAddr 
     }
     let mut client = peer;
     let chain: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -140,7 +147,7 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> IpAddr 
 
 pub fn request_id(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> HeaderValue {
     if trusted.iter().any(|c| c.contains(peer)) {
-        let theirs = headers.get("x-request-id").filter(|v| {
+        let theirs = headers.get(X_REQUEST_ID).filter(|v| {
             !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
         });
         if let Some(v) = theirs {

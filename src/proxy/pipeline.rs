@@ -49,7 +49,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     ));
     // The request id goes upstream, into the access line and to the client.
     let id = forwarded::request_id(&head.headers, peer.addr.ip(), &snapshot.trusted_proxies);
-    head.headers.insert("x-request-id", id.clone());
+    head.headers.insert(forwarded::X_REQUEST_ID, id.clone());
     let (method, path) = (head.method.clone(), head.uri.path().to_string());
     // Read before hygiene removes the hop-by-hop headers.
     let upgrade = upgrade::requested(&head);
@@ -126,7 +126,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     }
     let status = resp.status().as_u16();
     let upstream_status = from_upstream.then_some(status);
-    resp.headers_mut().insert("x-request-id", id.clone());
+    resp.headers_mut()
+        .insert(forwarded::X_REQUEST_ID, id.clone());
     let record = Record {
         door: "proxy",
         route,
@@ -395,18 +396,18 @@ fn set_forwarded(req: &mut Parts, host: &str, peer: Peer, proxy: FromProxy) {
         None => HeaderValue::from_str(peer_ip),
     };
     if let Ok(v) = chain {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(forwarded::X_FORWARDED_FOR, v);
     }
     let proto = proxy.proto.unwrap_or(HeaderValue::from_static(if peer.tls {
         "https"
     } else {
         "http"
     }));
-    headers.insert("x-forwarded-proto", proto);
+    headers.insert(forwarded::X_FORWARDED_PROTO, proto);
     let own_host = HeaderValue::from_str(host)
         .ok()
         .filter(|_| !host.is_empty());
     if let Some(v) = proxy.host.or(own_host) {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(forwarded::X_FORWARDED_HOST, v);
     }
 }

@@ -224,7 +224,8 @@ impl Rejection {
         *resp.body_mut() = Full::new(Bytes::from(body))
             .map_err(|never| match never {})
             .boxed();
-        resp.headers_mut().insert("x-request-id", id.clone());
+        resp.headers_mut()
+            .insert(crate::forward::forwarded::X_REQUEST_ID, id.clone());
         resp
     }
 
@@ -259,7 +260,7 @@ impl Rejection {
             HeaderValue::from(u16::from(self.grpc_status())),
         );
         h.insert("grpc-message", HeaderValue::from_static(self.reason()));
-        h.insert("x-request-id", id.clone());
+        h.insert(crate::forward::forwarded::X_REQUEST_ID, id.clone());
         if let Rejection::RateLimited(limit) = self {
             for (name, value) in limit {
                 h.insert(name.clone(), value.clone());
