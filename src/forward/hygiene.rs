@@ -159,6 +159,12 @@ const HOP_BY_HOP_NAMES: [HeaderName; 9] = [
 /// Removes hop-by-hop headers and those named by `Connection` (rule 13).
 /// Used on requests and on upstream responses.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over their names (each compared
+    // with nine, standard ones as enums) instead of nine hashed removals.
+    let hop = HOP_BY_HOP_NAMES;
+    if !headers.keys().any(|k| hop.contains(k)) {
+        return;
+    }
     // The names `Connection` lists, read before it goes (rarely any).
     let mut named: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(CONNECTION) {
@@ -169,7 +175,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in HOP_BY_HOP_NAMES.iter().chain(&named) {
+    for name in hop.iter().chain(&named) {
         headers.remove(name);
     }
 }
