@@ -65,9 +65,7 @@ pub fn write(fields: &[(&str, Option<Field<'_>>)]) {
                 out.extend_from_slice(b"\":");
                 match value {
                     Field::Str(s) => json_str(out, s),
-                    Field::U64(n) => {
-                        let _ = write!(out, "{n}");
-                    }
+                    Field::U64(n) => push_u64(out, *n),
                 }
             }
             out.extend_from_slice(b"},\"target\":\"claimgate::access\"}\n");
@@ -81,9 +79,7 @@ pub fn write(fields: &[(&str, Option<Field<'_>>)]) {
                 out.push(b'=');
                 match value {
                     Field::Str(s) => debug_str(out, s),
-                    Field::U64(n) => {
-                        let _ = write!(out, "{n}");
-                    }
+                    Field::U64(n) => push_u64(out, *n),
                 }
             }
             out.push(b'\n');
@@ -156,7 +152,27 @@ fn timestamp(out: &mut Vec<u8>, since_epoch: std::time::Duration) {
         }
         out.extend_from_slice(&cached.1);
     });
-    let _ = write!(out, ".{:06}Z", since_epoch.subsec_micros());
+    let micros = since_epoch.subsec_micros();
+    out.push(b'.');
+    for shift in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(b'0' + (micros / shift % 10) as u8);
+    }
+    out.push(b'Z');
+}
+
+/// `n` in decimal, without the formatting machinery.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
@@ -192,6 +208,18 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "2026-11-30T11:24:15.176395Z"
         );
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        for n in [0, 7, 10, 99, 100, 65_535, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        let mut out = Vec::new();
+        timestamp(&mut out, std::time::Duration::from_micros(1_796_037_855_000_042));
+        assert_eq!(String::from_utf8(out).unwrap(), "2026-11-30T11:24:15.000042Z");
     }
 
     #[test]
