@@ -218,8 +218,14 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
         let mut out = Vec::new();
-        timestamp(&mut out, std::time::Duration::from_micros(1_796_037_855_000_042));
-        assert_eq!(String::from_utf8(out).unwrap(), "2026-11-30T11:24:15.000042Z");
+        timestamp(
+            &mut out,
+            std::time::Duration::from_micros(1_796_037_855_000_042),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-11-30T11:24:15.000042Z"
+        );
     }
 
     #[test]

@@ -82,18 +82,37 @@ async fn start_collector() -> (std::net::SocketAddr, Collector) {
     (addr, collector)
 }
 
+/// Tracing to the collector at `addr`, keeping `ratio` of new traces.
+fn traced(
+    addr: std::net::SocketAddr,
+    ratio: f64,
+    service: &str,
+) -> impl FnOnce(&mut claimgate::config::Limits) {
+    let service = service.to_string();
+    move |l| {
+        l.tracing = Some(claimgate::otel::Settings {
+            otlp_endpoint: format!("http://{addr}"),
+            sample_ratio: ratio,
+            service_name: service,
+            export_timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+/// Exports every finished span now (the exporter blocks: off the runtime).
+async fn flush(s: &common::Stack) {
+    let app = s.running().app.clone();
+    tokio::task::spawn_blocking(move || app.otel.as_ref().unwrap().flush())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_of_an_allowed_and_a_refused_request_reach_the_collector() {
     let (addr, collector) = start_collector().await;
     let s = common::Builder::new()
-        .limits(|l| {
-            l.tracing = Some(claimgate::otel::Settings {
-                otlp_endpoint: format!("http://{addr}"),
-                sample_ratio: 1.0,
-                service_name: "claimgate-test".into(),
-                export_timeout: Duration::from_secs(5),
-            })
-        })
+        .limits(traced(addr, 1.0, "claimgate-test"))
         .start()
         .await;
     let token = s.gold_token();
@@ -117,11 +136,7 @@ async fn spans_of_an_allowed_and_a_refused_request_reach_the_collector() {
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert_eq!(s.upstream.count(), 1);
 
-    let app = s.running().app.clone();
-    tokio::task::spawn_blocking(move || app.otel.as_ref().unwrap().flush())
-        .await
-        .unwrap()
-        .unwrap();
+    flush(&s).await;
     let spans = collector.spans.lock().unwrap().clone();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let names: Vec<_> = spans.iter().map(|(_, s)| s.name.clone()).collect();
@@ -203,14 +218,7 @@ async fn spans_of_an_allowed_and_a_refused_request_reach_the_collector() {
 async fn an_unsampled_parent_is_followed() {
     let (addr, collector) = start_collector().await;
     let s = common::Builder::new()
-        .limits(|l| {
-            l.tracing = Some(claimgate::otel::Settings {
-                otlp_endpoint: format!("http://{addr}"),
-                sample_ratio: 1.0,
-                service_name: "claimgate".into(),
-                export_timeout: Duration::from_secs(5),
-            })
-        })
+        .limits(traced(addr, 1.0, "claimgate"))
         .start()
         .await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
@@ -230,11 +238,7 @@ async fn an_unsampled_parent_is_followed() {
     assert!(sent.starts_with(&format!("00-{trace_id}-")), "{sent}");
     assert!(sent.ends_with("-00"), "{sent}");
     assert_ne!(sent, traceparent);
-    let app = s.running().app.clone();
-    tokio::task::spawn_blocking(move || app.otel.as_ref().unwrap().flush())
-        .await
-        .unwrap()
-        .unwrap();
+    flush(&s).await;
     assert!(collector.spans.lock().unwrap().is_empty());
 }
 
@@ -245,14 +249,7 @@ async fn a_forward_auth_check_is_a_span_of_the_original_trace() {
     let (addr, collector) = start_collector().await;
     let s = common::Builder::new()
         .forward_auth(&["127.0.0.0/8"], "")
-        .limits(|l| {
-            l.tracing = Some(claimgate::otel::Settings {
-                otlp_endpoint: format!("http://{addr}"),
-                sample_ratio: 0.0,
-                service_name: "claimgate".into(),
-                export_timeout: Duration::from_secs(5),
-            })
-        })
+        .limits(traced(addr, 0.0, "claimgate"))
         .start()
         .await;
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
@@ -276,11 +273,7 @@ async fn a_forward_auth_check_is_a_span_of_the_original_trace() {
         .check("GET", "/auth", &[("x-original-uri", "/orders/7")])
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let app = s.running().app.clone();
-    tokio::task::spawn_blocking(move || app.otel.as_ref().unwrap().flush())
-        .await
-        .unwrap()
-        .unwrap();
+    flush(&s).await;
     let spans = collector.spans.lock().unwrap().clone();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let servers: Vec<_> = spans.iter().filter(|(_, s)| s.kind == 2).collect();
