@@ -467,5 +467,85 @@ fn core(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify, decide_and_inject, route, cache, core);
+/// A policy of `n` issuers (the token's is the last), each with its own
+/// `iss` and audience, and one route any of them may use.
+fn issuers_policy(n: usize) -> String {
+    let mut p = String::from("issuers:\n");
+    for i in 0..n {
+        let iss = if i + 1 == n {
+            ISS.to_string()
+        } else {
+            format!("https://idp{i}.example")
+        };
+        p.push_str(&format!(
+            "  i{i}:\n    issuer: {iss}\n    audience: [orders-api]\n    jwks_uri: ${{DEMO_JWKS_URI}}\n    allow_http: true\n"
+        ));
+    }
+    p.push_str("upstreams: { app: \"${DEMO_UPSTREAM}\" }\nroutes:\n  - name: any\n    match: { path: \"/**\" }\n    upstream: app\n");
+    p
+}
+
+/// The decision with a cached token, and a full verification, among 1, 10
+/// and 100 issuers (Envoy users run 50+): flat if issuer lookup is by `iss`.
+fn issuers(c: &mut Criterion) {
+    let es = SigningKey::generate(Algorithm::ES256, "es");
+    let token = es.sign(&claims());
+    let now = claimgate::jwks::unix_now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let head = http::Request::get("/orders/7")
+        .header("host", "api.example")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let mut g = c.benchmark_group("issuers");
+    for n in [1, 10, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = snapshot(&issuers_policy(n), &[&es], &dir);
+        let cache = claimgate::token::TokenCache::new(10_000);
+        let ctx = claimgate::decision::Ctx {
+            snapshot: &snap,
+            cache: Some(&cache),
+            now,
+            quotas: None,
+            client: None,
+            marks: None,
+        };
+        let allowed = rt.block_on(async {
+            let mut h = head.clone();
+            claimgate::decision::decide(&ctx, &mut h, None)
+                .await
+                .verdict
+                .is_ok()
+        });
+        assert!(allowed, "the token of the last of {n} issuers is allowed");
+        g.bench_function(format!("decide_cached_among_{n}"), |b| {
+            b.iter(|| {
+                let mut h = head.clone();
+                let o = rt.block_on(claimgate::decision::decide(&ctx, &mut h, None));
+                black_box(o.verdict.is_ok())
+            })
+        });
+        g.bench_function(format!("verify_full_among_{n}"), |b| {
+            b.iter(|| {
+                claimgate::token::verify(black_box(&token), &snap.issuers, None, 8192, now).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    verify,
+    decide_and_inject,
+    route,
+    cache,
+    core,
+    issuers
+);
 criterion_main!(benches);
