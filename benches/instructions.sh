@@ -34,31 +34,7 @@ trap cleanup EXIT
 chmod -R a+rX "$work/kit"
 base=$((20000 + RANDOM % 20000))
 up=$base cg=$((base + 2)) adm=$((base + 3))
-user_line=""
-[ "$(id -u)" -eq 0 ] && user_line="user root;"
-mkdir -p "$work/nginx"
-cat >"$work/nginx/upstream.conf" <<EOF
-$user_line
-worker_processes 1;
-daemon off;
-pid $work/nginx/upstream.pid;
-error_log $work/nginx/upstream.err warn;
-events { worker_connections 1024; }
-http {
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
-  keepalive_requests 10000000;
-  access_log off;
-  server {
-    listen 127.0.0.1:$up;
-    location = /jwks.json { default_type application/json; alias $work/kit/jwks.json; }
-    location / { default_type text/plain; return 200 "ok\n"; }
-  }
-}
-EOF
+source benches/load/setup.sh
 /usr/sbin/nginx -c "$work/nginx/upstream.conf" -e "$work/nginx/upstream.err" &
 pids+=($!)
 mkdir -p "$work/cg/policies"
@@ -70,33 +46,7 @@ log_format: json
 workers: 1
 reload: { watch: false, poll_interval: 0s }
 EOF
-cat >"$work/cg/policies/bench.yaml" <<EOF
-issuers:
-  bench:
-    issuer: https://idp.bench.local
-    audience: [bench-api]
-    jwks_uri: http://127.0.0.1:$up/jwks.json
-    allow_http: true
-    algorithms: [RS256]
-    claims:
-      roles: \$.roles
-upstreams:
-  app: http://127.0.0.1:$up
-routes:
-  - name: public
-    match: { path: "/public/**" }
-    upstream: app
-    public: true
-  - name: api
-    match: { path: "/api/**", methods: [GET] }
-    upstream: app
-    allow: { role: orders }
-    forward:
-      X-User-Id: "{{ \$.sub }}"
-      X-Tenant: "{{ \$.tenant }}"
-      X-Plan: "{{ \$.plan }}"
-      X-Email: "{{ \$.email }}"
-EOF
+bench_policy >"$work/cg/policies/bench.yaml"
 token=$(cat "$work/kit/token")
 
 # Sends COUNT requests to PATH on one keep-alive connection; all must be 200.

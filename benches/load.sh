@@ -54,35 +54,7 @@ bare=$(awk '/^bare_verify_us/ {print $2}' "$work/kit.out")
 
 base=$((20000 + RANDOM % 20000))
 up=$base ng=$((base + 1)) cg=$((base + 2)) adm=$((base + 3))
-user_line=""
-[ "$(id -u)" -eq 0 ] && user_line="user root;"
-mkdir -p "$work/nginx"
-nginx_conf() { # name workers body
-  cat >"$work/nginx/$1.conf" <<EOF
-$user_line
-worker_processes $2;
-daemon off;
-pid $work/nginx/$1.pid;
-error_log $work/nginx/$1.err warn;
-events { worker_connections 8192; }
-http {
-  client_body_temp_path $work/nginx/$1-body;
-  proxy_temp_path $work/nginx/$1-proxy;
-  fastcgi_temp_path $work/nginx/$1-fcgi;
-  uwsgi_temp_path $work/nginx/$1-uwsgi;
-  scgi_temp_path $work/nginx/$1-scgi;
-  keepalive_requests 10000000;
-  $3
-}
-EOF
-}
-nginx_conf upstream 1 "
-  access_log off;
-  server {
-    listen 127.0.0.1:$up;
-    location = /jwks.json { default_type application/json; alias $work/kit/jwks.json; }
-    location / { default_type text/plain; return 200 \"ok\n\"; }
-  }"
+source benches/load/setup.sh
 nginx_conf proxy auto "
   access_log $work/nginx/proxy-access.log;
   upstream app { server 127.0.0.1:$up; keepalive 128; }
@@ -112,33 +84,7 @@ log_format: json
 reload: { watch: false, poll_interval: 0s }
 redis: { url: "redis://127.0.0.1:$redis_port/0", timeout: 100ms }
 EOF
-cat >"$work/cg/policies/bench.yaml" <<EOF
-issuers:
-  bench:
-    issuer: https://idp.bench.local
-    audience: [bench-api]
-    jwks_uri: http://127.0.0.1:$up/jwks.json
-    allow_http: true
-    algorithms: [RS256]
-    unknown_kid_cooldown: 30s
-    claims:
-      roles: \$.roles
-upstreams:
-  app: http://127.0.0.1:$up
-routes:
-  - name: public
-    match: { path: "/public/**" }
-    upstream: app
-    public: true
-  - name: api
-    match: { path: "/api/**", methods: [GET] }
-    upstream: app
-    allow: { role: orders }
-    forward:
-      X-User-Id: "{{ \$.sub }}"
-      X-Tenant: "{{ \$.tenant }}"
-      X-Plan: "{{ \$.plan }}"
-      X-Email: "{{ \$.email }}"
+{ bench_policy; cat <<EOF
   # The api route with a rate limit by plan (never reached), on this node
   # and in Redis: the cost of a limit against the route without.
   - name: local-limit
@@ -164,6 +110,7 @@ routes:
     rate_limits:
       - { name: per-user, key: "{{ \$.sub }}", by: \$.plan, limits: { gold: 1000000000/s }, default: 10/s, store: redis, on_store_error: deny }
 EOF
+} >"$work/cg/policies/bench.yaml"
 start_cg() { # binary config-dir -> pid on stdout
   "$1" run --config "$2/claimgate.yaml" >/dev/null 2>"$2/access.log" &
   echo $!
