@@ -505,3 +505,29 @@ async fn rule_15_rewrite_class_headers_never_pass_from_a_client() {
         }
     }
 }
+
+/// Rule 18: the header count is bounded: hyper's default of 100, and a
+/// configured `limits.max_headers`. Past it: 431, nothing upstream.
+#[tokio::test]
+async fn rule_18_too_many_headers_is_431() {
+    let names: Vec<String> = (0..120).map(|i| format!("x-extra-{i}")).collect();
+    let many =
+        |n: usize| -> Vec<(&str, &str)> { names[..n].iter().map(|k| (k.as_str(), "v")).collect() };
+    let s = stack().await;
+    assert_eq!(s.get("/healthz", &many(90)).await.status, StatusCode::OK);
+    let before = s.upstream.count();
+    assert_eq!(
+        s.get("/healthz", &many(110)).await.status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(s.upstream.count(), before);
+
+    let s = Builder::new().limits(|l| l.max_headers = 20).start().await;
+    assert_eq!(s.get("/healthz", &many(10)).await.status, StatusCode::OK);
+    let before = s.upstream.count();
+    assert_eq!(
+        s.get("/healthz", &many(30)).await.status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(s.upstream.count(), before);
+}

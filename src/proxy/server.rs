@@ -17,6 +17,9 @@ use super::pipeline::{self, Peer};
 use crate::app::App;
 use crate::config::Limits;
 
+/// hyper's default HTTP/1 header count limit.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// An HTTP connection builder with claimgate's limits (SECURITY.md rule 18).
 /// hyper's header-read timeout only works with a timer set, so both
 /// protocols get one.
@@ -25,8 +28,13 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
+        .max_buf_size(limits.max_header_bytes);
+    // hyper's own limit is 100 headers, parsed into arrays on the stack;
+    // a limit set explicitly makes it fill a vector of that many per
+    // request, so it is set only when it differs.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        b.http1().max_headers(limits.max_headers);
+    }
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
