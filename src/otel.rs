@@ -25,6 +25,8 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
+use crate::decision::telemetry::Record;
+
 /// The process file's `tracing:`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -161,21 +163,6 @@ pub struct RequestSpans<'o> {
     upstream: std::sync::Mutex<Option<Context>>,
 }
 
-/// What the door tells the server span at the end.
-pub struct Finish<'a> {
-    pub route: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub decision: &'a str,
-    pub reason: &'a str,
-    pub issuer: Option<&'a str>,
-    pub request_id: &'a str,
-    pub client: Option<std::net::IpAddr>,
-    /// When routing ended (the `route` span's end).
-    pub routed: Option<Instant>,
-}
-
 impl RequestSpans<'_> {
     /// The trace id, hex, when this request is sampled.
     pub fn trace_id(&self) -> Option<String> {
@@ -244,19 +231,22 @@ impl RequestSpans<'_> {
         span.end();
     }
 
-    /// Records the stages' spans and ends the server span.
-    pub fn finish(self, f: &Finish<'_>) {
+    /// Records the stages' spans and ends the server span, from what the
+    /// door recorded of the request; `routed` is when routing ended (the
+    /// `route` span's end), when the door routes.
+    pub fn finish(self, f: &Record<'_>, routed: Option<Instant>) {
         self.upstream_end(None);
         let start = self.origin.1;
         let mark = |m| self.marks.get(m).map(|d| start + d);
-        if let Some(routed) = f.routed {
+        let (decision, reason) = f.outcome();
+        if let Some(routed) = routed {
             self.child("route", start, self.wall(routed));
         }
         if let (Some(a), Some(b)) = (mark(Mark::VerifyStart), mark(Mark::VerifyEnd)) {
             self.child("verify", a, b);
         }
         if let (Some(a), Some(b)) = (
-            mark(Mark::VerifyEnd).or_else(|| f.routed.map(|r| self.wall(r))),
+            mark(Mark::VerifyEnd).or_else(|| routed.map(|r| self.wall(r))),
             mark(Mark::DecideEnd),
         ) {
             self.child("decide", a, b);
@@ -268,13 +258,13 @@ impl RequestSpans<'_> {
             KeyValue::new("url.path", f.path.to_string()),
             KeyValue::new("http.route", f.route.to_string()),
             KeyValue::new("http.response.status_code", i64::from(f.status)),
-            KeyValue::new("claimgate.decision", f.decision.to_string()),
+            KeyValue::new("claimgate.decision", decision.as_str()),
             KeyValue::new("claimgate.request_id", f.request_id.to_string()),
         ];
-        if !f.reason.is_empty() {
-            attributes.push(KeyValue::new("claimgate.reason", f.reason.to_string()));
+        if !reason.is_empty() {
+            attributes.push(KeyValue::new("claimgate.reason", reason));
         }
-        if let Some(i) = f.issuer {
+        if let Some(i) = f.seen.issuer_name() {
             attributes.push(KeyValue::new("claimgate.issuer", i.to_string()));
         }
         if let Some(c) = f.client {
@@ -282,7 +272,7 @@ impl RequestSpans<'_> {
         }
         span.set_attributes(attributes);
         if f.status >= 500 {
-            span.set_status(Status::error(f.reason.to_string()));
+            span.set_status(Status::error(reason));
         }
         span.end();
     }

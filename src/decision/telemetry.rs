@@ -36,6 +36,16 @@ pub struct Record<'a> {
     pub trace_id: Option<String>,
 }
 
+impl Record<'_> {
+    /// The decision and reason code as reported: the refusal's when refused.
+    pub fn outcome(&self) -> (Decision, &'static str) {
+        match self.rejection {
+            Some(r) => (r.decision(), r.reason()),
+            None => (self.decision, ""),
+        }
+    }
+}
+
 /// Records `r` in `metrics` and the access log.
 pub fn record(metrics: &Metrics, r: &Record<'_>) {
     let issuer = r.seen.issuer_name();
@@ -72,7 +82,7 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
             .with_label_values(&[r.route, class])
             .inc();
     }
-    let decision = r.rejection.map_or(r.decision, Rejection::decision);
+    let (decision, reason) = r.outcome();
     metrics
         .requests
         .with_label_values(&[r.route, decision.as_str()])
@@ -82,7 +92,7 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         .with_label_values(&[r.route])
         .observe(r.elapsed.as_secs_f64());
     if crate::access_log::direct() {
-        access_line(r, decision, issuer);
+        access_line(r, decision, reason, issuer);
         return;
     }
     tracing::info!(
@@ -90,7 +100,7 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         door = r.door,
         route = r.route,
         decision = decision.as_str(),
-        reason = r.rejection.map_or("", Rejection::reason),
+        reason,
         issuer = issuer.unwrap_or(""),
         status = r.status,
         upstream_status = r.upstream_status,
@@ -106,7 +116,7 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
 
 /// The same line, written by [`crate::access_log`] without `tracing`'s
 /// formatter.
-fn access_line(r: &Record<'_>, decision: Decision, issuer: Option<&str>) {
+fn access_line(r: &Record<'_>, decision: Decision, reason: &str, issuer: Option<&str>) {
     use crate::access_log::Field::{Str, U64};
     let mut client = [0u8; 48];
     let client = r
@@ -116,10 +126,7 @@ fn access_line(r: &Record<'_>, decision: Decision, issuer: Option<&str>) {
         ("door", Some(Str(r.door))),
         ("route", Some(Str(r.route))),
         ("decision", Some(Str(decision.as_str()))),
-        (
-            "reason",
-            Some(Str(r.rejection.map_or("", Rejection::reason))),
-        ),
+        ("reason", Some(Str(reason))),
         ("issuer", Some(Str(issuer.unwrap_or("")))),
         ("status", Some(U64(u64::from(r.status)))),
         (

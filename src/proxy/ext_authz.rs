@@ -90,7 +90,7 @@ pub async fn check(app: &App, req: CheckRequest) -> CheckResponse {
     asked.client = ctx.client;
     asked.method = head.method.to_string();
     asked.path = head.uri.path().to_string();
-    asked.request_id = header_text(&head, "x-request-id");
+    asked.request_id = header_text(&head, crate::forward::forwarded::X_REQUEST_ID);
     // The check's span, continued from the request's `traceparent` when
     // Envoy traces.
     let spans = app
@@ -253,7 +253,7 @@ fn source_ip(req: &CheckRequest) -> Option<std::net::IpAddr> {
     }
 }
 
-fn header_text(head: &Parts, name: &str) -> String {
+fn header_text(head: &Parts, name: HeaderName) -> String {
     head.headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -272,38 +272,25 @@ fn record(
         Ok(d) => (d, None, 200),
         Err(r) => (r.decision(), Some(r), r.status().as_u16()),
     };
-    telemetry::record(
-        &app.metrics,
-        &Record {
-            door: "ext_authz",
-            route,
-            seen,
-            decision,
-            rejection,
-            status,
-            elapsed: asked.started.elapsed(),
-            method: &asked.method,
-            path: &asked.path,
-            client: asked.client,
-            request_id: &asked.request_id,
-            upstream_status: None,
-            bytes: None,
-            trace_id: asked.spans.as_ref().and_then(|s| s.trace_id()),
-        },
-    );
+    let record = Record {
+        door: "ext_authz",
+        route,
+        seen,
+        decision,
+        rejection,
+        status,
+        elapsed: asked.started.elapsed(),
+        method: &asked.method,
+        path: &asked.path,
+        client: asked.client,
+        request_id: &asked.request_id,
+        upstream_status: None,
+        bytes: None,
+        trace_id: asked.spans.as_ref().and_then(|s| s.trace_id()),
+    };
+    telemetry::record(&app.metrics, &record);
     if let Some(spans) = asked.spans {
-        spans.finish(&crate::otel::Finish {
-            route,
-            method: &asked.method,
-            path: &asked.path,
-            status,
-            decision: decision.as_str(),
-            reason: rejection.map_or("", Rejection::reason),
-            issuer: seen.issuer_name(),
-            request_id: &asked.request_id,
-            client: asked.client,
-            routed: None,
-        });
+        spans.finish(&record, None);
     }
 }
 

@@ -77,45 +77,30 @@ pub async fn handle(
     };
     let request_id = parts
         .headers
-        .get("x-request-id")
+        .get(crate::forward::forwarded::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let status = resp.status().as_u16();
-    telemetry::record(
-        &app.metrics,
-        &Record {
-            door: "forward_auth",
-            route,
-            seen: &seen,
-            decision,
-            rejection: rejection.as_ref(),
-            status,
-            elapsed: started.elapsed(),
-            method: &method,
-            path: &path,
-            client: Some(peer.addr.ip()),
-            request_id,
-            upstream_status: None,
-            bytes: hyper::body::Body::size_hint(resp.body()).exact(),
-            trace_id: spans.as_ref().and_then(|s| s.trace_id()),
-        },
-    );
+    let record = Record {
+        door: "forward_auth",
+        route,
+        seen: &seen,
+        decision,
+        rejection: rejection.as_ref(),
+        status: resp.status().as_u16(),
+        elapsed: started.elapsed(),
+        method: &method,
+        path: &path,
+        // The original client, as the trusted gateway reports it (as the
+        // ext_authz door logs Envoy's source), not the gateway itself.
+        client: ctx.client,
+        request_id,
+        upstream_status: None,
+        bytes: hyper::body::Body::size_hint(resp.body()).exact(),
+        trace_id: spans.as_ref().and_then(|s| s.trace_id()),
+    };
+    telemetry::record(&app.metrics, &record);
     if let Some(spans) = spans {
-        spans.finish(&crate::otel::Finish {
-            route,
-            method: &method,
-            path: &path,
-            status,
-            decision: rejection
-                .as_ref()
-                .map_or(decision, Rejection::decision)
-                .as_str(),
-            reason: rejection.as_ref().map_or("", Rejection::reason),
-            issuer: seen.issuer_name(),
-            request_id,
-            client: ctx.client,
-            routed: None,
-        });
+        spans.finish(&record, None);
     }
     resp
 }

@@ -146,21 +146,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     };
     telemetry::record(&app.metrics, &record);
     if let Some(spans) = spans {
-        spans.finish(&crate::otel::Finish {
-            route,
-            method: method.as_str(),
-            path: &path,
-            status,
-            decision: record
-                .rejection
-                .map_or(decision, Rejection::decision)
-                .as_str(),
-            reason: record.rejection.map_or("", Rejection::reason),
-            issuer: seen.issuer_name(),
-            request_id: record.request_id,
-            client: record.client,
-            routed,
-        });
+        spans.finish(&record, routed);
     }
     resp
 }
