@@ -28,25 +28,9 @@ routes:
 "#;
 
 fn call(addr: std::net::SocketAddr, token: Option<&str>) -> Value {
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/grpc_call.py"
-    ))
-    .arg(addr.to_string())
-    .arg("/echo.Echo/Say");
-    if let Some(t) = token {
-        cmd.arg(t);
-    }
-    let out = cmd
-        .output()
-        .expect("python3: run the tests with `bash scripts/test.sh`");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client output")
+    let mut args = vec![addr.to_string(), "/echo.Echo/Say".to_string()];
+    args.extend(token.map(str::to_string));
+    common::python_json("grpc_call.py", &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,20 +92,7 @@ fn grpc_server(args: &[&str]) -> Server {
 }
 
 fn all_calls(addr: std::net::SocketAddr, token: &str) -> Value {
-    let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/grpc_call.py"
-        ))
-        .args([&addr.to_string(), "all", token])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::python_json("grpc_call.py", &[&addr.to_string(), "all", token])
 }
 
 fn upstream_policy(upstream: &str) -> String {

@@ -5,24 +5,13 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::Builder;
 use http::StatusCode;
 use serde_json::{json, Value};
 
 fn pyjwt(claims: &Value) -> Value {
-    let out = Command::new("python3")
-        .arg("tests/interop/pyjwt_tokens.py")
-        .arg(claims.to_string())
-        .output()
-        .expect("python3 is needed: run the tests with `bash scripts/test.sh`");
-    assert!(
-        out.status.success(),
-        "PyJWT failed (run `bash scripts/test.sh`, which installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("PyJWT output")
+    common::python_json("pyjwt_tokens.py", &[claims.to_string()])
 }
 
 #[tokio::test]

@@ -45,17 +45,7 @@ fn ws_server() -> Server {
 }
 
 fn client(args: &[&str]) -> Value {
-    let out = Command::new("python3")
-        .arg(SCRIPT)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "ws.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ws.py output")
+    common::python_json("ws.py", args)
 }
 
 fn policy(ws_port: u16) -> String {

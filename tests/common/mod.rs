@@ -467,25 +467,34 @@ pub async fn send(
     }
 }
 
-/// Runs the Python client against the stack's ext_authz listener.
-/// (`tests/interop/ext_authz_client.py`: grpcio with Envoy's own stubs.)
-pub fn envoy_checks(s: &Stack, cases: &Value) -> Value {
-    let addr = s.running().ext_authz_addr.expect("ext_authz configured");
+/// Runs `tests/interop/<script>` with `args` in the project's Python (the
+/// virtualenv `scripts/test.sh` puts first on PATH) and returns the JSON it
+/// prints; panics with its stderr when it fails.
+pub fn python_json<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Value {
     let out = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/ext_authz_client.py"
+        .arg(format!(
+            "{}/tests/interop/{script}",
+            env!("CARGO_MANIFEST_DIR")
         ))
-        .arg(addr.to_string())
-        .arg(cases.to_string())
+        .args(args)
         .output()
         .expect("python3 is needed: run the tests with `bash scripts/test.sh`");
     assert!(
         out.status.success(),
-        "the grpcio client failed (run `bash scripts/test.sh`, which installs it): {}",
+        "{script} failed (run `bash scripts/test.sh`, which installs what it needs): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("client output")
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{script} printed no JSON ({e})"))
+}
+
+/// Runs the Python client against the stack's ext_authz listener.
+/// (`tests/interop/ext_authz_client.py`: grpcio with Envoy's own stubs.)
+pub fn envoy_checks(s: &Stack, cases: &Value) -> Value {
+    let addr = s.running().ext_authz_addr.expect("ext_authz configured");
+    python_json(
+        "ext_authz_client.py",
+        &[addr.to_string(), cases.to_string()],
+    )
 }
 
 /// The load error of `policy` (its variables filled with placeholders), for
