@@ -73,6 +73,23 @@ fn snapshot(policy: &str, keys: &[&SigningKey], dir: &tempfile::TempDir) -> Snap
     compile(&sources, &vars, &mut stores, 8192, 1).unwrap()
 }
 
+/// The core's context for a bench: the cache, no client, untraced.
+fn bench_ctx<'s>(
+    snapshot: &'s Snapshot,
+    cache: &'s claimgate::token::TokenCache,
+    now: u64,
+    quotas: Option<&'s claimgate::quota::Quotas>,
+) -> claimgate::decision::Ctx<'s> {
+    claimgate::decision::Ctx {
+        snapshot,
+        cache: Some(cache),
+        now,
+        quotas,
+        client: None,
+        marks: None,
+    }
+}
+
 fn claims() -> serde_json::Value {
     let now = claimgate::jwks::unix_now();
     json!({
@@ -336,14 +353,7 @@ fn core(c: &mut Criterion) {
     let now = claimgate::jwks::unix_now();
     let verified = claimgate::token::verify(&token, &snap.issuers, None, 8192, now).unwrap();
     cache.insert(&token, &verified);
-    let ctx = claimgate::decision::Ctx {
-        snapshot: &snap,
-        cache: Some(&cache),
-        now,
-        quotas: None,
-        client: None,
-        marks: None,
-    };
+    let ctx = bench_ctx(&snap, &cache, now, None);
     let head = http::Request::get("/tenants/acme/reports/q3?page=2")
         .header("host", "api.example")
         .header("authorization", format!("Bearer {token}"))
@@ -402,14 +412,7 @@ fn core(c: &mut Criterion) {
         ),
     );
     let snap_i = snapshot(&format!("{introspecting}{CORE_ROUTES}"), &[&es], &dir);
-    let ctx_i = claimgate::decision::Ctx {
-        snapshot: &snap_i,
-        cache: Some(&cache),
-        now,
-        quotas: None,
-        client: None,
-        marks: None,
-    };
+    let ctx_i = bench_ctx(&snap_i, &cache, now, None);
     let mut opaque_head = head.clone();
     opaque_head.headers.insert(
         "authorization",
@@ -440,14 +443,7 @@ fn core(c: &mut Criterion) {
         None,
         std::sync::Arc::new(claimgate::metrics::Metrics::new()),
     );
-    let ctx_l = claimgate::decision::Ctx {
-        snapshot: &snap_l,
-        cache: Some(&cache),
-        now,
-        quotas: Some(&quotas),
-        client: None,
-        marks: None,
-    };
+    let ctx_l = bench_ctx(&snap_l, &cache, now, Some(&quotas));
     let limited = rt.block_on(async {
         let mut h = head.clone();
         let o = claimgate::decision::decide(&ctx_l, &mut h, None).await;
@@ -507,14 +503,7 @@ fn issuers(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let snap = snapshot(&issuers_policy(n), &[&es], &dir);
         let cache = claimgate::token::TokenCache::new(10_000);
-        let ctx = claimgate::decision::Ctx {
-            snapshot: &snap,
-            cache: Some(&cache),
-            now,
-            quotas: None,
-            client: None,
-            marks: None,
-        };
+        let ctx = bench_ctx(&snap, &cache, now, None);
         let allowed = rt.block_on(async {
             let mut h = head.clone();
             claimgate::decision::decide(&ctx, &mut h, None)

@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::Builder;
 use http::StatusCode;
 use serde_json::{json, Value};
