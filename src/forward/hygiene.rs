@@ -24,8 +24,9 @@ pub const REWRITE_PREFIXES: [&str; 2] = ["x-envoy-", "x-original-"];
 
 /// Whether `name` (any spelling) is a rewrite-class header.
 pub fn is_rewrite_class(name: &str) -> bool {
-    let c = canonical(name);
-    REWRITE_EXACT.contains(&c.as_str()) || REWRITE_PREFIXES.iter().any(|p| c.starts_with(p))
+    with_canonical(name, |c| {
+        REWRITE_EXACT.contains(&c) || REWRITE_PREFIXES.iter().any(|p| c.starts_with(p))
+    })
 }
 
 /// The header names claimgate owns: a client can never send them upstream.
