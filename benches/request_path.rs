@@ -307,6 +307,18 @@ fn cache(c: &mut Criterion) {
                     .unwrap()
             })
         });
+        if n == 10_000 {
+            // The same hit from the compact tier alone: the claims parsed.
+            let compact = claimgate::token::TokenCache::with_hot(n, 0);
+            compact.insert(&token, &verified);
+            g.bench_function("hit_compact_tier", |b| {
+                b.iter(|| {
+                    compact
+                        .get(black_box(&token), &snap.issuers, None, now)
+                        .unwrap()
+                })
+            });
+        }
         let mut i = n;
         g.bench_function(format!("insert_into_full_{n}"), |b| {
             b.iter(|| {

@@ -7,34 +7,77 @@
 //! object that verified it, so a reload that changes any issuer setting
 //! (audience, leeway, untrusted claims) makes its entries miss. Policy is
 //! never cached: it runs on every request.
+//!
+//! Two tiers, so that memory follows the number of tokens and speed the
+//! working set:
+//!
+//! - **every** cached token keeps its verified claims as the compact JSON
+//!   text they were re-serialised to (untrusted claims already removed):
+//!   about 100 bytes of entry plus the text, ~300 bytes for a typical
+//!   access token, where the parsed `serde_json` tree takes ~1.2 KB;
+//! - the **working set** (at most [`HOT_MAX`] tokens) also keeps the parsed
+//!   claims, so a hit there costs no parse. A hit in the compact tier parses
+//!   the text once (about a microsecond, against the signature check it
+//!   saves) and promotes the token.
+
+use std::sync::Arc;
 
 use aws_lc_rs::digest::{digest, SHA256};
 use quick_cache::sync::Cache;
 
-use super::issuer::Issuers;
-use super::verify::Verified;
+use super::issuer::{Issuer, Issuers};
+use super::verify::{Claims, Verified};
 
-/// Bounded at `capacity` entries. Eviction is quick_cache's CLOCK-PRO
+/// The most tokens whose parsed claims are kept (the hot tier).
+pub const HOT_MAX: usize = 4_096;
+
+/// Each tier is bounded by entries. Eviction is quick_cache's CLOCK-PRO
 /// variant: a token seen once lands in a small probationary queue and is
 /// the first to go, a token used again is kept, and recently evicted keys
 /// are remembered (ghosts) so that a returning one is admitted straight to
 /// the main queue. A scan of one-off tokens cannot flush the working set,
-/// and a full cache still admits new tokens (the old map stopped at its
-/// capacity and every further token paid a full verification).
+/// and a full cache still admits new tokens.
 pub struct TokenCache {
-    map: Option<Cache<[u8; 32], Verified>>,
+    tiers: Option<Tiers>,
+}
+
+struct Tiers {
+    /// Every cached token, its claims as JSON text.
+    compact: Cache<[u8; 32], Compact>,
+    /// The working set, its claims parsed (none: every hit parses).
+    hot: Option<Cache<[u8; 32], Verified>>,
+}
+
+/// A verification with its claims as JSON text.
+#[derive(Clone)]
+struct Compact {
+    issuer: Arc<Issuer>,
+    exp: f64,
+    key_fingerprint: u64,
+    claims: Arc<str>,
 }
 
 impl TokenCache {
-    /// A cache of at most `capacity` tokens; 0 disables it.
+    /// A cache of at most `capacity` tokens; 0 disables it. The parsed
+    /// claims of up to `min(capacity, HOT_MAX)` of them are kept too.
     pub fn new(capacity: usize) -> Self {
+        Self::with_hot(capacity, capacity.min(HOT_MAX))
+    }
+
+    /// A cache of at most `capacity` tokens, the parsed claims of up to
+    /// `hot` of them kept too (0: every hit parses).
+    pub fn with_hot(capacity: usize, hot: usize) -> Self {
         Self {
-            map: (capacity > 0).then(|| Cache::new(capacity)),
+            tiers: (capacity > 0).then(|| Tiers {
+                compact: Cache::new(capacity),
+                hot: (hot > 0).then(|| Cache::new(hot)),
+            }),
         }
     }
 
+    /// How many tokens are cached.
     pub fn len(&self) -> usize {
-        self.map.as_ref().map_or(0, Cache::len)
+        self.tiers.as_ref().map_or(0, |t| t.compact.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -45,8 +88,11 @@ impl TokenCache {
     /// reload calls this: an issuer whose settings changed is a new `Arc`, so
     /// its tokens go (and with them the last hold on a replaced key store).
     pub fn retain_issuers(&self, issuers: &Issuers) {
-        if let Some(map) = &self.map {
-            map.retain(|_, v| issuers.holds(&v.issuer));
+        if let Some(t) = &self.tiers {
+            t.compact.retain(|_, v| issuers.holds(&v.issuer));
+            if let Some(hot) = &t.hot {
+                hot.retain(|_, v| issuers.holds(&v.issuer));
+            }
         }
     }
 
@@ -65,16 +111,40 @@ impl TokenCache {
         accepted: Option<&[String]>,
         now: u64,
     ) -> Option<Verified> {
-        let map = self.map.as_ref()?;
+        let tiers = self.tiers.as_ref()?;
         let key = Self::key(token);
-        let hit = map.get(&key)?;
-        let same_issuer = issuers.holds(&hit.issuer);
-        let live = (now as f64) < hit.exp + hit.issuer.leeway as f64;
-        let key_present = hit.issuer.keys.has_key(hit.key_fingerprint);
-        if !(same_issuer && live && key_present) {
-            map.remove(&key);
-            return None;
-        }
+        let hit = match tiers.hot.as_ref().and_then(|hot| hot.get(&key)) {
+            Some(hit) => {
+                if !holds(&hit.issuer, hit.exp, hit.key_fingerprint, issuers, now) {
+                    tiers.forget(&key);
+                    return None;
+                }
+                hit
+            }
+            None => {
+                let c = tiers.compact.get(&key)?;
+                if !holds(&c.issuer, c.exp, c.key_fingerprint, issuers, now) {
+                    tiers.forget(&key);
+                    return None;
+                }
+                let Ok(map) = serde_json::from_str(&c.claims) else {
+                    // Cannot happen (the text is serde_json's own); a miss
+                    // verifies again.
+                    tiers.forget(&key);
+                    return None;
+                };
+                let hit = Verified {
+                    issuer: c.issuer,
+                    claims: Arc::new(Claims::from_object(map)),
+                    exp: c.exp,
+                    key_fingerprint: c.key_fingerprint,
+                };
+                if let Some(hot) = &tiers.hot {
+                    hot.insert(key, hit.clone());
+                }
+                hit
+            }
+        };
         // A route restriction is the route's, not the token's: check it on
         // every hit. A miss here re-verifies, which refuses with the reason.
         if accepted.is_some_and(|names| !names.iter().any(|n| *n == hit.issuer.name)) {
@@ -85,10 +155,42 @@ impl TokenCache {
 
     /// Remembers a successful verification.
     pub fn insert(&self, token: &str, verified: &Verified) {
-        if let Some(map) = &self.map {
-            map.insert(Self::key(token), verified.clone());
+        let Some(tiers) = &self.tiers else {
+            return;
+        };
+        let Ok(text) = serde_json::to_string(verified.claims.root()) else {
+            return;
+        };
+        let key = Self::key(token);
+        tiers.compact.insert(
+            key,
+            Compact {
+                issuer: verified.issuer.clone(),
+                exp: verified.exp,
+                key_fingerprint: verified.key_fingerprint,
+                claims: text.into(),
+            },
+        );
+        if let Some(hot) = &tiers.hot {
+            hot.insert(key, verified.clone());
         }
     }
+}
+
+impl Tiers {
+    fn forget(&self, key: &[u8; 32]) {
+        if let Some(hot) = &self.hot {
+            hot.remove(key);
+        }
+        self.compact.remove(key);
+    }
+}
+
+/// Whether a cached verification still holds: its issuer is the current
+/// snapshot's, the token is live, and the key that verified it is still in
+/// the issuer's JWKS.
+fn holds(issuer: &Arc<Issuer>, exp: f64, key: u64, issuers: &Issuers, now: u64) -> bool {
+    issuers.holds(issuer) && (now as f64) < exp + issuer.leeway as f64 && issuer.keys.has_key(key)
 }
 
 #[cfg(test)]

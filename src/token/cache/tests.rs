@@ -9,6 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn issuers(key: &SigningKey, dir: &tempfile::TempDir) -> Issuers {
+    issuers_with(key, dir, vec![]).await
+}
+
+async fn issuers_with(
+    key: &SigningKey,
+    dir: &tempfile::TempDir,
+    untrusted: Vec<String>,
+) -> Issuers {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks([key]).to_string()).unwrap();
     let refresh = Refresh {
@@ -34,7 +42,7 @@ async fn issuers(key: &SigningKey, dir: &tempfile::TempDir) -> Issuers {
         audiences: vec!["a".into()],
         algorithms: vec![key.alg],
         leeway: 0,
-        untrusted_claims: vec![],
+        untrusted_claims: untrusted,
         refuse_untrusted: false,
         profile: crate::token::Profile::Generic,
         token_from: vec![crate::token::extract::TokenSource::Bearer],
@@ -148,4 +156,38 @@ async fn a_scan_of_one_off_tokens_keeps_the_working_set() {
     assert!(cache
         .get(&hot[0].0.replace('.', "!"), &issuers, None, 900)
         .is_some());
+}
+
+/// With no hot tier every hit parses the compact text: the claims come back
+/// equal (numbers, nesting, unicode), without the untrusted claims, and
+/// every check of a hit still applies.
+#[tokio::test]
+async fn the_compact_tier_gives_back_the_same_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate(Algorithm::ES256, "k");
+    let issuers = issuers_with(&key, &dir, vec!["nsec".into()]).await;
+    let t = key.sign(&json!({
+        "iss": "https://i", "aud": "a", "sub": "u", "exp": 1_000, "iat": 0.5,
+        "big": 18_446_744_073_709_551_615u64, "neg": -7, "f": 1e-7,
+        "name": "Zoë \u{1F600} \"q\"", "roles": ["a", {"b": [null, true]}],
+        "nsec": {"roles": ["admin"]},
+    }));
+    let v = verify(&t, &issuers, None, 8192, 900).unwrap();
+    assert!(v.claims.root().get("nsec").is_none());
+    for cache in [TokenCache::with_hot(10, 0), TokenCache::new(10)] {
+        cache.insert(&t, &v);
+        for _ in 0..2 {
+            let hit = cache.get(&t, &issuers, None, 900).expect("a hit");
+            assert_eq!(hit.claims, v.claims);
+            assert_eq!(hit.exp, v.exp);
+            assert!(Arc::ptr_eq(&hit.issuer, &v.issuer));
+        }
+        assert!(cache.get(&t, &issuers, Some(&["x".into()]), 900).is_none());
+        assert!(
+            cache.get(&t, &issuers, None, 1_000).is_none(),
+            "dead at exp"
+        );
+        assert!(cache.is_empty(), "a dead entry leaves both tiers");
+        assert!(cache.get(&t, &issuers, None, 900).is_none());
+    }
 }
