@@ -531,3 +531,39 @@ async fn rule_18_too_many_headers_is_431() {
     );
     assert_eq!(s.upstream.count(), before);
 }
+
+/// Rule 18: the header-read timeout. A client that connects and sends
+/// nothing, or stops in the middle of its request head, is closed once
+/// `limits.header_read_timeout` has passed; nothing reaches the upstream.
+#[tokio::test]
+async fn rule_18_a_silent_or_slow_client_is_closed_at_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Builder::new()
+        .limits(|l| l.header_read_timeout = std::time::Duration::from_millis(300))
+        .start()
+        .await;
+    let before = s.upstream.count();
+    for sent in [
+        &b""[..],
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\n",
+        b"PRI * HTTP/2.0\r\n",
+    ] {
+        let started = std::time::Instant::now();
+        let mut c = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+        c.write_all(sent).await.unwrap();
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.read_to_end(&mut rest)).await;
+        let waited = started.elapsed();
+        assert!(read.is_ok(), "{sent:?}: still open after 5 s");
+        assert!(
+            waited >= std::time::Duration::from_millis(250),
+            "{sent:?}: closed after {waited:?}, before the timeout"
+        );
+        let text = String::from_utf8_lossy(&rest);
+        assert!(!text.contains("200 OK"), "{sent:?}: answered {text}");
+    }
+    assert_eq!(s.upstream.count(), before);
+    // A prompt client is served.
+    assert_eq!(s.get("/healthz", &[]).await.status, StatusCode::OK);
+}

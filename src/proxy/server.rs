@@ -9,13 +9,21 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::pipeline::{self, Peer};
 use crate::app::App;
 use crate::config::Limits;
+
+/// One request's handling, as hyper's service future.
+type RequestFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<hyper::Response<crate::proxy::Body>, Infallible>>
+            + Send,
+    >,
+>;
 
 /// hyper's default HTTP/1 header count limit.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -66,6 +74,15 @@ pub async fn serve(
 ) {
     let limits = app.limits.clone();
     let builder = http_builder(&limits);
+    // Plaintext connections are served by a builder for the one protocol
+    // their first bytes show, peeked here under the header-read timeout:
+    // hyper-util's own detection waits for them without a limit, so a
+    // client that connected and sent nothing held a connection slot for
+    // good.
+    let (h1, h2) = (
+        Arc::new(builder.clone().http1_only()),
+        Arc::new(builder.clone().http2_only()),
+    );
     let graceful = GracefulShutdown::new();
     loop {
         // Connection cap: wait for a free slot before accepting, so excess
@@ -94,7 +111,11 @@ pub async fn serve(
         let (app, door) = (app.clone(), door.clone());
         let svc = service_fn(move |req| {
             let (app, door) = (app.clone(), door.clone());
-            async move {
+            // Boxed: hyper keeps a slot of the service future's size for
+            // every connection, idle ones too (~2.6 KB unboxed); boxed, the
+            // slot is a pointer and the request's state lives only while
+            // the request does.
+            let fut: RequestFuture = Box::pin(async move {
                 let resp = match &door {
                     Door::Proxy => pipeline::handle(&app, req, peer).await,
                     Door::ForwardAuth(config) => {
@@ -102,17 +123,24 @@ pub async fn serve(
                     }
                 };
                 Ok::<_, Infallible>(resp)
-            }
+            });
+            fut
         });
         match &tls {
             None => {
-                let conn = graceful.watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .into_owned(),
-                );
+                let watcher = graceful.watcher();
+                let (h1, h2) = (h1.clone(), h2.clone());
+                let timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    // The protocol, from the first bytes (peeked, not
+                    // read); a client silent past the header-read timeout
+                    // is closed (rule 18).
+                    let Ok(Some(h2c)) = tokio::time::timeout(timeout, is_h2c(&stream)).await else {
+                        return;
+                    };
+                    let builder = if h2c { &h2 } else { &h1 };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn).await;
                     drop(permit);
                 });
             }
@@ -139,6 +167,32 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// HTTP/2's connection preface (RFC 9113 §3.4): a plaintext connection
+/// opening with it speaks h2c with prior knowledge.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `stream` opens with the HTTP/2 preface, from its first bytes
+/// peeked (left for hyper to read). `None`: the client closed or failed
+/// first. The preface comes in one segment in practice; a client that
+/// sends a part of it waits here for the rest.
+async fn is_h2c(stream: &TcpStream) -> Option<bool> {
+    let mut first = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut first).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if first[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // Peeked data keeps the socket readable: wait a little instead.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
