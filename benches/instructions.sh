@@ -20,15 +20,7 @@ shift || true
 command -v valgrind >/dev/null || { echo "valgrind is missing" >&2; exit 1; }
 bash scripts/install-deps.sh --bench
 cargo build --release --quiet --example loadkit
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/load/work.sh
 
 ./target/release/examples/loadkit "$work/kit" 1 >/dev/null
 chmod -R a+rX "$work/kit"

@@ -38,15 +38,7 @@ pool=${3:-100000}
 
 bash scripts/install-deps.sh --bench
 cargo build --release --quiet --bin claimgate --example loadkit
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/load/work.sh
 
 ./target/release/examples/loadkit "$work/kit" "$pool" >"$work/kit.out"
 chmod -R a+rX "$work/kit"
@@ -218,20 +210,10 @@ echo "goals: pool <= nginx + 1.3 x bare = $(awk -v n="$nginx_cpu" -v b="$bare" '
 rss() { awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$cgpid/status"; }
 cached=$(curl -s "http://127.0.0.1:$adm/metrics" | awk '/^claimgate_token_cache_entries/ {print $2}')
 echo "claimgate RSS after the pool: $(rss), ${cached:-?} tokens cached" >&2
-python3 - "$cg" <<'EOF' &
-import socket, sys, time
-port = int(sys.argv[1])
-socks = []
-for _ in range(1000):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /public/1 HTTP/1.1\r\nHost: bench\r\n\r\n")
-    s.recv(4096)
-    socks.append(s)
-print("open", flush=True)
-time.sleep(30)
-EOF
+python3 benches/load/idle.py "$cg" 1000 30 >"$work/idle.out" &
 idle=$!
 pids+=($idle)
-sleep 4
+for _ in $(seq 600); do grep -q open "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
+sleep 1
 echo "claimgate RSS with 1,000 idle keep-alive connections more: $(rss)" >&2
 kill "$idle" 2>/dev/null || true

@@ -17,15 +17,7 @@ nconns=${2:-1000}
 
 bash scripts/install-deps.sh --bench
 cargo build --release --quiet --bin claimgate --example loadkit
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/load/work.sh
 
 ./target/release/examples/loadkit "$work/kit" "$pool" >/dev/null
 chmod -R a+rX "$work/kit"
@@ -93,18 +85,7 @@ done
 entries=$(cached)
 after_pool=$(rss_kib)
 
-python3 - "$cg" "$nconns" >"$work/idle.out" <<'EOF' &
-import socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
-socks = []
-for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /public/1 HTTP/1.1\r\nHost: bench\r\n\r\n")
-    s.recv(4096)
-    socks.append(s)
-print("open", flush=True)
-time.sleep(600)
-EOF
+python3 benches/load/idle.py "$cg" "$nconns" 600 >"$work/idle.out" &
 idle=$!
 pids+=($idle)
 for _ in $(seq 600); do grep -q open "$work/idle.out" 2>/dev/null && break; sleep 0.1; done

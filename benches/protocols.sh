@@ -15,14 +15,7 @@ threads=${2:-4}
 bash scripts/install-deps.sh
 cargo build --release --quiet --bin claimgate --example loadkit
 py=.venv/bin/python
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/load/work.sh
 ./target/release/examples/loadkit "$work/kit" 1 >/dev/null
 token=$(cat "$work/kit/token")
 
