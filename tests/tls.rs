@@ -358,3 +358,57 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
         .unwrap_or(0);
     assert!(failures >= 2, "{metrics}");
 }
+
+/// Rule 18 over TLS: a client that completes the handshake and then sends
+/// nothing is closed once `limits.header_read_timeout` has passed.
+#[tokio::test]
+async fn a_silent_tls_client_is_closed_at_the_header_read_timeout() {
+    use tokio::io::AsyncReadExt;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let s = common::Builder::new()
+        .tls(TlsFiles {
+            cert: cert_path,
+            key: key_path,
+            reload_interval: std::time::Duration::ZERO,
+        })
+        .limits(|l| l.header_read_timeout = std::time::Duration::from_millis(300))
+        .start()
+        .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let started = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("the handshake completes");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tls.read_to_end(&mut rest),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(read.is_ok(), "still open after 5 s");
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "closed after {waited:?}, before the timeout"
+    );
+    assert!(
+        rest.is_empty(),
+        "answered {}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(s.upstream.count(), 0);
+}
