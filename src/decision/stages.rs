@@ -206,9 +206,12 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
     }
     let snapshot = ctx.snapshot;
     let accepted = route.issuers.as_deref();
+    // Hashed once: the lookup, and the insert after a miss.
+    let key = ctx.cache.map(|_| token::TokenKey::of(token));
     let cached = ctx
         .cache
-        .and_then(|c| c.get(token, &snapshot.issuers, accepted, ctx.now));
+        .zip(key.as_ref())
+        .and_then(|(c, k)| c.get_key(k, &snapshot.issuers, accepted, ctx.now));
     let cache_hit = ctx.cache.map(|_| cached.is_some());
     let full = || {
         token::verify(
@@ -258,8 +261,8 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
         };
     }
     if cache_hit == Some(false) {
-        if let Some(cache) = ctx.cache {
-            cache.insert(token, &verified);
+        if let (Some(cache), Some(key)) = (ctx.cache, &key) {
+            cache.insert_key(key, &verified);
         }
     }
     // `tokens: all`: a JWT is introspected too, so that a revocation takes

@@ -48,6 +48,17 @@ struct Tiers {
     hot: Option<Cache<[u8; 32], Verified>>,
 }
 
+/// A token's cache key: SHA-256 of the whole token.
+pub struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    pub fn of(token: &str) -> Self {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+        Self(out)
+    }
+}
+
 /// A verification with its claims as JSON text.
 #[derive(Clone)]
 struct Compact {
@@ -96,12 +107,6 @@ impl TokenCache {
         }
     }
 
-    fn key(token: &str) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
-        out
-    }
-
     /// The cached verification of `token`, if it still holds at `now` for a
     /// route accepting `accepted` issuers under the current `issuers`.
     pub fn get(
@@ -111,8 +116,20 @@ impl TokenCache {
         accepted: Option<&[String]>,
         now: u64,
     ) -> Option<Verified> {
+        self.get_key(&TokenKey::of(token), issuers, accepted, now)
+    }
+
+    /// [`TokenCache::get`] by the token's key, hashed once by a caller that
+    /// inserts on a miss.
+    pub fn get_key(
+        &self,
+        key: &TokenKey,
+        issuers: &Issuers,
+        accepted: Option<&[String]>,
+        now: u64,
+    ) -> Option<Verified> {
         let tiers = self.tiers.as_ref()?;
-        let key = Self::key(token);
+        let key = key.0;
         let hit = match tiers.hot.as_ref().and_then(|hot| hot.get(&key)) {
             Some(hit) => {
                 if !holds(&hit.issuer, hit.exp, hit.key_fingerprint, issuers, now) {
@@ -155,13 +172,18 @@ impl TokenCache {
 
     /// Remembers a successful verification.
     pub fn insert(&self, token: &str, verified: &Verified) {
+        self.insert_key(&TokenKey::of(token), verified);
+    }
+
+    /// [`TokenCache::insert`] by the token's key.
+    pub fn insert_key(&self, key: &TokenKey, verified: &Verified) {
         let Some(tiers) = &self.tiers else {
             return;
         };
         let Ok(text) = serde_json::to_string(verified.claims.root()) else {
             return;
         };
-        let key = Self::key(token);
+        let key = key.0;
         tiers.compact.insert(
             key,
             Compact {

@@ -11,7 +11,7 @@ pub mod json;
 pub mod profile;
 pub mod verify;
 
-pub use cache::TokenCache;
+pub use cache::{TokenCache, TokenKey};
 pub use error::TokenError;
 pub use extract::ExtractError;
 pub use issuer::{Issuer, Issuers};
