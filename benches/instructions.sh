@@ -27,17 +27,8 @@ chmod -R a+rX "$work/kit"
 base=$((20000 + RANDOM % 20000))
 up=$base cg=$((base + 2)) adm=$((base + 3))
 source benches/load/setup.sh
-/usr/sbin/nginx -c "$work/nginx/upstream.conf" -e "$work/nginx/upstream.err" &
-pids+=($!)
-mkdir -p "$work/cg/policies"
-cat >"$work/cg/claimgate.yaml" <<EOF
-listen: 127.0.0.1:$cg
-admin_listen: 127.0.0.1:$adm
-policies: ./policies
-log_format: json
-workers: 1
-reload: { watch: false, poll_interval: 0s }
-EOF
+start_upstream
+cg_config "workers: 1"
 bench_policy >"$work/cg/policies/bench.yaml"
 token=$(cat "$work/kit/token")
 

@@ -58,8 +58,7 @@ nginx_conf proxy auto "
       proxy_set_header Connection \"\";
     }
   }"
-/usr/sbin/nginx -c "$work/nginx/upstream.conf" -e "$work/nginx/upstream.err" &
-pids+=($!)
+start_upstream
 /usr/sbin/nginx -c "$work/nginx/proxy.conf" -e "$work/nginx/proxy.err" &
 ngpid=$!
 pids+=($ngpid)
@@ -67,15 +66,7 @@ pids+=($ngpid)
 redis_port=$((base + 6))
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 pids+=($!)
-mkdir -p "$work/cg/policies"
-cat >"$work/cg/claimgate.yaml" <<EOF
-listen: 127.0.0.1:$cg
-admin_listen: 127.0.0.1:$adm
-policies: ./policies
-log_format: json
-reload: { watch: false, poll_interval: 0s }
-redis: { url: "redis://127.0.0.1:$redis_port/0", timeout: 100ms }
-EOF
+cg_config "redis: { url: \"redis://127.0.0.1:$redis_port/0\", timeout: 100ms }"
 { bench_policy; cat <<EOF
   # The api route with a rate limit by plan (never reached), on this node
   # and in Redis: the cost of a limit against the route without.

@@ -11,8 +11,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-#[tokio::test]
-async fn serves_h2_and_http1_over_tls() {
+/// A stack serving TLS with a fresh self-signed pair for `localhost` (in
+/// the returned directory), `limits` applied, and a client configuration
+/// trusting that certificate alone.
+async fn tls_stack(
+    limits: impl FnOnce(&mut claimgate::config::Limits),
+) -> (common::Stack, rustls::ClientConfig, tempfile::TempDir) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -24,9 +28,9 @@ async fn serves_h2_and_http1_over_tls() {
             key: key_path,
             reload_interval: std::time::Duration::ZERO,
         })
+        .limits(limits)
         .start()
         .await;
-
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -36,6 +40,12 @@ async fn serves_h2_and_http1_over_tls() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    (s, config, dir)
+}
+
+#[tokio::test]
+async fn serves_h2_and_http1_over_tls() {
+    let (s, config, _dir) = tls_stack(|_| {}).await;
     let url = format!("https://localhost:{}/orders/7", s.addr().port());
     let token = s.gold_token();
     for (http2, want) in [(true, Version::HTTP_2), (false, Version::HTTP_11)] {
@@ -364,29 +374,8 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
 #[tokio::test]
 async fn a_silent_tls_client_is_closed_at_the_header_read_timeout() {
     use tokio::io::AsyncReadExt;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let s = common::Builder::new()
-        .tls(TlsFiles {
-            cert: cert_path,
-            key: key_path,
-            reload_interval: std::time::Duration::ZERO,
-        })
-        .limits(|l| l.header_read_timeout = std::time::Duration::from_millis(300))
-        .start()
-        .await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let (s, config, _dir) =
+        tls_stack(|l| l.header_read_timeout = std::time::Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))

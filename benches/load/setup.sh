@@ -64,3 +64,26 @@ routes:
       X-Email: "{{ \$.email }}"
 EOF
 }
+
+# Starts the nginx upstream (its pid appended to $pids).
+start_upstream() {
+  /usr/sbin/nginx -c "$work/nginx/upstream.conf" -e "$work/nginx/upstream.err" &
+  pids+=($!)
+}
+
+# Writes claimgate's process file, $work/cg/claimgate.yaml (listening on
+# $cg, admin on $adm, policies in $work/cg/policies, JSON access log, no
+# reload), each argument appended as a line.
+cg_config() {
+  mkdir -p "$work/cg/policies"
+  {
+    cat <<EOF
+listen: 127.0.0.1:$cg
+admin_listen: 127.0.0.1:$adm
+policies: ./policies
+log_format: json
+reload: { watch: false, poll_interval: 0s }
+EOF
+    printf '%s\n' "$@"
+  } >"$work/cg/claimgate.yaml"
+}
