@@ -370,34 +370,39 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
 }
 
 /// Rule 18 over TLS: a client that completes the handshake and then sends
-/// nothing is closed once `limits.header_read_timeout` has passed.
+/// nothing, or a part of the HTTP/2 preface, is closed once
+/// `limits.header_read_timeout` has passed.
 #[tokio::test]
 async fn a_silent_tls_client_is_closed_at_the_header_read_timeout() {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (s, config, _dir) =
         tls_stack(|l| l.header_read_timeout = std::time::Duration::from_millis(300)).await;
-    let started = std::time::Instant::now();
-    let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .expect("the handshake completes");
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tls.read_to_end(&mut rest),
-    )
-    .await;
-    let waited = started.elapsed();
-    assert!(read.is_ok(), "still open after 5 s");
-    assert!(
-        waited >= std::time::Duration::from_millis(250),
-        "closed after {waited:?}, before the timeout"
-    );
-    assert!(
-        rest.is_empty(),
-        "answered {}",
-        String::from_utf8_lossy(&rest)
-    );
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let started = std::time::Instant::now();
+        let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+        let mut tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .expect("the handshake completes");
+        tls.write_all(sent).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tls.read_to_end(&mut rest),
+        )
+        .await;
+        let waited = started.elapsed();
+        assert!(read.is_ok(), "{sent:?}: still open after 5 s");
+        assert!(
+            waited >= std::time::Duration::from_millis(250),
+            "{sent:?}: closed after {waited:?}, before the timeout"
+        );
+        assert!(
+            rest.is_empty(),
+            "{sent:?}: answered {}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
     assert_eq!(s.upstream.count(), 0);
 }

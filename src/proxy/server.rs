@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -22,12 +22,8 @@ use crate::app::App;
 use crate::config::Limits;
 
 /// One request's handling, as hyper's service future.
-type RequestFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<hyper::Response<crate::proxy::Body>, Infallible>>
-            + Send,
-    >,
->;
+type RequestFuture =
+    Pin<Box<dyn Future<Output = Result<hyper::Response<crate::proxy::Body>, Infallible>> + Send>>;
 
 /// hyper's default HTTP/1 header count limit.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -78,15 +74,6 @@ pub async fn serve(
 ) {
     let limits = app.limits.clone();
     let builder = http_builder(&limits);
-    // Plaintext connections are served by a builder for the one protocol
-    // their first bytes show, peeked here under the header-read timeout:
-    // hyper-util's own detection waits for them without a limit, so a
-    // client that connected and sent nothing held a connection slot for
-    // good.
-    let (h1, h2) = (
-        Arc::new(builder.clone().http1_only()),
-        Arc::new(builder.clone().http2_only()),
-    );
     let graceful = GracefulShutdown::new();
     loop {
         // Connection cap: wait for a free slot before accepting, so excess
@@ -132,19 +119,14 @@ pub async fn serve(
         });
         match &tls {
             None => {
-                let watcher = graceful.watcher();
-                let (h1, h2) = (h1.clone(), h2.clone());
-                let timeout = limits.header_read_timeout;
+                let io = Detecting::new(stream, limits.header_read_timeout);
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                        .into_owned(),
+                );
                 tokio::spawn(async move {
-                    // The protocol, from the first bytes (peeked, not
-                    // read); a client silent past the header-read timeout
-                    // is closed (rule 18).
-                    let Ok(Some(h2c)) = tokio::time::timeout(timeout, is_h2c(&stream)).await else {
-                        return;
-                    };
-                    let builder = if h2c { &h2 } else { &h1 };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    let _ = watcher.watch(conn).await;
+                    let _ = conn.await;
                     drop(permit);
                 });
             }
@@ -159,9 +141,7 @@ pub async fn serve(
                     else {
                         return;
                     };
-                    // hyper-util waits for the first bytes without a
-                    // limit; a silent client is closed at the timeout.
-                    let io = FirstRead::new(tls_stream, timeout);
+                    let io = Detecting::new(tls_stream, timeout);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                     let _ = watcher.watch(conn).await;
                     drop(permit);
@@ -176,49 +156,35 @@ pub async fn serve(
     }
 }
 
-/// HTTP/2's connection preface (RFC 9113 §3.4): a plaintext connection
-/// opening with it speaks h2c with prior knowledge.
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// HTTP/2's connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether `stream` opens with the HTTP/2 preface, from its first bytes
-/// peeked (left for hyper to read). `None`: the client closed or failed
-/// first. The preface comes in one segment in practice; a client that
-/// sends a part of it waits here for the rest.
-async fn is_h2c(stream: &TcpStream) -> Option<bool> {
-    let mut first = [0u8; 24];
-    loop {
-        let n = stream.peek(&mut first).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        if first[..n] != H2_PREFACE[..n] {
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // Peeked data keeps the socket readable: wait a little instead.
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-}
-
-/// A stream whose first read fails with `TimedOut` once `deadline` has
-/// passed without a byte; from the first byte on, the stream itself.
-struct FirstRead<S> {
+/// A connection's stream while hyper-util tells HTTP/1 from HTTP/2 by its
+/// first bytes, which it waits for without a limit: a client that
+/// connected and sent nothing, or a part of the HTTP/2 preface, held a
+/// connection slot for good (rule 18). Until the bytes read stop matching
+/// the preface (an HTTP/1 request: at its first or second byte) or the
+/// whole preface has come, a read past `within` fails with `TimedOut`;
+/// from then on it is the stream itself, and hyper's own header-read
+/// timeout applies.
+struct Detecting<S> {
     inner: S,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// How much of the preface has come.
+    matched: usize,
 }
 
-impl<S> FirstRead<S> {
+impl<S> Detecting<S> {
     fn new(inner: S, within: std::time::Duration) -> Self {
         Self {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
+            matched: 0,
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for FirstRead<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Detecting<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -226,15 +192,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstRead<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let Some(deadline) = self.deadline.as_mut() else {
+        let this = &mut *self;
+        let Some(deadline) = this.deadline.as_mut() else {
             return read;
         };
         match read {
-            Poll::Ready(Ok(())) if buf.filled().len() == before => read,
-            Poll::Ready(_) => {
-                self.deadline = None;
+            Poll::Ready(Ok(())) => {
+                let got = &buf.filled()[before..];
+                let rest = &H2_PREFACE[this.matched..];
+                let n = got.len().min(rest.len());
+                if got[..n] != rest[..n] || n == rest.len() {
+                    this.deadline = None;
+                } else {
+                    this.matched += n;
+                }
                 read
             }
+            Poll::Ready(Err(_)) => read,
             Poll::Pending => match deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
                 Poll::Pending => Poll::Pending,
@@ -243,7 +217,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstRead<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FirstRead<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Detecting<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
