@@ -320,8 +320,7 @@ async fn send_upstream(
             route,
         );
     }
-    let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(resp)
 }
 
 /// A gRPC call: `content-type: application/grpc` (or `+proto`, `+json`).

@@ -112,6 +112,8 @@ pub fn serve(
                             Err(e) => tracing::error!("{name} shard {i}: {e}"),
                         }
                     });
+                    // Its idle upstream connections belong to the runtime.
+                    runtime.block_on(async { super::upstream::close_idle() });
                     crate::logging::stop_batching();
                     let _ = tx.send(());
                 }

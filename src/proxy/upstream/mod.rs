@@ -1,13 +1,18 @@
 //! The `upstream` stage: pooled clients for every upstream, one pool per
 //! shard (so a request and its upstream connection share a thread), bodies
-//! streamed both ways, a deadline on the response head.
+//! streamed both ways, a deadline on the response head. Plain HTTP/1.1
+//! upstreams take [`in_task`]: connections driven in the request's task.
+
+mod in_task;
+
+pub use in_task::close_idle;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{Request, Response};
-use http_body_util::Limited;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -128,6 +133,30 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         transport: &Transport,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<super::Body>, Rejection> {
+        if *transport == Transport::default() && in_task::applies(req.uri(), &req) {
+            let sent = in_task::send(req, self.connect_timeout);
+            return match tokio::time::timeout(self.response_timeout, sent).await {
+                Err(_) | Ok(Err(in_task::Failed::ConnectTimeout)) => {
+                    Err(Rejection::UpstreamTimeout)
+                }
+                Ok(Ok(resp)) => Ok(resp.map(BodyExt::boxed)),
+                Ok(Err(in_task::Failed::Connect(e))) => {
+                    tracing::warn!(error = %e, "upstream connect failed");
+                    Err(Rejection::UpstreamUnavailable)
+                }
+                Ok(Err(in_task::Failed::Request(e))) => Err(failed(&e)),
+            };
+        }
+        let resp = self.send_pooled(transport, req).await?;
+        Ok(resp.map(BodyExt::boxed))
+    }
+
+    /// [`send`](Self::send) through hyper-util's pooled client.
+    async fn send_pooled(
+        &self,
+        transport: &Transport,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, Rejection> {
         let client = self.client(transport)?;
@@ -141,15 +170,19 @@ impl UpstreamClient {
         match tokio::time::timeout(self.response_timeout, client.request(req)).await {
             Err(_) => Err(Rejection::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
-                if is_timeout(&e) {
-                    Err(Rejection::UpstreamTimeout)
-                } else {
-                    Err(Rejection::UpstreamUnavailable)
-                }
-            }
+            Ok(Err(e)) => Err(failed(&e)),
         }
+    }
+}
+
+/// The rejection for a failed upstream request, logged: a timeout is a 504,
+/// anything else a 502.
+fn failed(e: &(dyn std::error::Error + 'static)) -> Rejection {
+    tracing::warn!(error = %e, source = ?e.source(), "upstream request failed");
+    if is_timeout(e) {
+        Rejection::UpstreamTimeout
+    } else {
+        Rejection::UpstreamUnavailable
     }
 }
 

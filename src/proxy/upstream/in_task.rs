@@ -1,0 +1,253 @@
+//! Plain-HTTP/1.1 upstream connections driven in the request's own task.
+//!
+//! hyper-util's pooled client gives each connection a task of its own and
+//! feeds it requests through a channel: per request, a pool checkout (three
+//! SipHash lookups of the pool key), a wakeup of the connection task and one
+//! back, and some twenty moves of its large futures. Here a shard keeps its
+//! idle connections in a thread-local list and the request's task polls the
+//! connection itself: while waiting for the response head, then from the
+//! response body ([`Driven`]) until the body's end, when the connection
+//! goes back to the list.
+//!
+//! Used for the common case only: `http://`, HTTP/1.1, the default
+//! transport, no upgrade, on a shard's thread. TLS, HTTP/2 and upgrades keep
+//! the pooled client.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::UpstreamBody;
+
+/// How long an idle connection may wait in the list; as the pooled client's
+/// `pool_idle_timeout`.
+const IDLE_FOR: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream address and shard; more are closed.
+const IDLE_MAX: usize = 512;
+
+type Io = TokioIo<TcpStream>;
+
+/// One HTTP/1.1 connection: the request side and the connection future that
+/// does the I/O when polled.
+struct Conn {
+    send: SendRequest<UpstreamBody>,
+    conn: Connection<Io, UpstreamBody>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+thread_local! {
+    /// This shard's idle connections by upstream `host:port`, newest last.
+    static IDLE: RefCell<HashMap<Box<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// Closes this thread's idle connections (a shard's, before its runtime
+/// stops).
+pub fn close_idle() {
+    let _ = IDLE.try_with(|idle| idle.borrow_mut().clear());
+}
+
+/// The newest live idle connection to `authority`. A connection is live if
+/// polling it once finds it neither closed by the upstream nor busy.
+fn checkout(authority: &str) -> Option<Conn> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(authority)?;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while let Some(Idle { mut conn, since }) = list.pop() {
+            if since.elapsed() > IDLE_FOR {
+                // The rest are older still.
+                list.clear();
+                return None;
+            }
+            if Pin::new(&mut conn.conn).poll(&mut cx).is_ready() {
+                continue;
+            }
+            if conn.send.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    })
+}
+
+fn checkin(authority: &str, conn: Conn) {
+    let _ = IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = match idle.get_mut(authority) {
+            Some(list) => list,
+            None => idle.entry(authority.into()).or_default(),
+        };
+        let stale = list
+            .iter()
+            .take_while(|i| i.since.elapsed() > IDLE_FOR)
+            .count();
+        list.drain(..stale);
+        if list.len() < IDLE_MAX {
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    });
+}
+
+/// Whether `req` to `uri` can take this path.
+pub fn applies(uri: &Uri, req: &Request<UpstreamBody>) -> bool {
+    crate::proxy::shards::current().is_some()
+        && uri.scheme() == Some(&http::uri::Scheme::HTTP)
+        && req.method() != http::Method::CONNECT
+        && !req.headers().contains_key(http::header::UPGRADE)
+}
+
+/// A failure of [`send`]: before anything reached an upstream (connect) or
+/// after.
+pub enum Failed {
+    Connect(std::io::Error),
+    ConnectTimeout,
+    Request(hyper::Error),
+}
+
+/// Sends `req` (absolute URI, `http://`) on an idle connection to its
+/// authority or a new one, and waits for the response head. A request
+/// that a reused connection refused before sending anything (closed by the
+/// upstream meanwhile) is sent again on a new connection, as the pooled
+/// client does.
+pub async fn send(
+    mut req: Request<UpstreamBody>,
+    connect_timeout: Duration,
+) -> Result<Response<Driven>, Failed> {
+    let uri = std::mem::take(req.uri_mut());
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().unwrap_or(80);
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Ok(v) = http::HeaderValue::from_str(authority) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    *req.uri_mut() = origin_form(&uri);
+    loop {
+        let (mut conn, reused) = match checkout(authority) {
+            Some(c) => (c, true),
+            None => (connect(host, port, connect_timeout).await?, false),
+        };
+        let response = conn.send.try_send_request(req);
+        match drive(&mut conn.conn, response).await {
+            Ok(resp) => {
+                let authority = authority.into();
+                return Ok(resp.map(|body| Driven {
+                    body,
+                    conn: Some(conn),
+                    authority,
+                    ended: false,
+                }));
+            }
+            Err(mut e) => match e.take_message() {
+                Some(again) if reused => req = again,
+                _ => return Err(Failed::Request(e.into_error())),
+            },
+        }
+    }
+}
+
+/// `/path?query` of `uri` ("/" when empty), as the pooled client sends it.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(p) if p.as_str() != "/" => Uri::from(p.clone()),
+        _ => Uri::from_static("/"),
+    }
+}
+
+async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, Failed> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+        Err(_) => return Err(Failed::ConnectTimeout),
+        Ok(Err(e)) => return Err(Failed::Connect(e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(Failed::Request)?;
+    Ok(Conn { send, conn })
+}
+
+/// Polls the connection and `response` together until the response head
+/// has come (or the connection failed, which fails `response` too).
+async fn drive<F: Future>(conn: &mut Connection<Io, UpstreamBody>, response: F) -> F::Output {
+    let mut response = std::pin::pin!(response);
+    let mut open = true;
+    std::future::poll_fn(|cx| {
+        if open && Pin::new(&mut *conn).poll(cx).is_ready() {
+            open = false;
+        }
+        response.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// An upstream response body that drives its connection: the connection is
+/// polled before the body, and goes back to the idle list when the body has
+/// been read to its end. A body dropped before its end closes it.
+pub struct Driven {
+    body: Incoming,
+    conn: Option<Conn>,
+    authority: Box<str>,
+    ended: bool,
+}
+
+impl http_body::Body for Driven {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(c) = &mut this.conn {
+            if Pin::new(&mut c.conn).poll(cx).is_ready() {
+                this.conn = None;
+            }
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        if self.ended || self.body.is_end_stream() {
+            if let Some(conn) = self.conn.take() {
+                checkin(&self.authority, conn);
+            }
+        }
+    }
+}
