@@ -384,6 +384,37 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 }
 
 #[tokio::test]
+async fn shutdown_waits_for_no_silent_or_idle_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = stack().await;
+    // One connection that never sent a byte (the header-read timeout is
+    // 10 s), one idle after a request.
+    let mut silent = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let running = s.running.take().unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown(Duration::ZERO))
+        .await
+        .expect("the shutdown waited for a silent or idle connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(1), silent.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "the silent connection is closed");
+    assert_eq!(s.upstream.count(), 1);
+}
+
+#[tokio::test]
 async fn reload_swaps_policy_or_keeps_the_old_one() {
     let s = stack().await;
     let free = s.token(json!({"scope": "order", "subscription_level": "free"}));

@@ -13,17 +13,19 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
-use crate::proxy::server::{http_builder, stopped};
+use crate::proxy::conn::{Builders, Version};
+use crate::proxy::server::stopped;
 
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let builder = http_builder(&app.limits);
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&app.limits));
+    let within = app.limits.header_read_timeout;
+    // Every connection task holds a sender; `recv` answers `None` when the
+    // last one has finished.
+    let (live, mut drained) = mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
@@ -34,15 +36,20 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
             let app = app.clone();
             async move { Ok::<_, Infallible>(handle(&app, req, peer).await) }
         });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
-        tokio::spawn(conn);
+        let (builders, mut shutdown, live) = (builders.clone(), shutdown.clone(), live.clone());
+        tokio::spawn(async move {
+            let version = tokio::select! {
+                v = Version::sniff(&stream, within) => v,
+                _ = stopped(&mut shutdown) => None,
+            };
+            if let Some(version) = version {
+                builders.serve(stream, version, svc, shutdown).await;
+            }
+            drop(live);
+        });
     }
-    drop(listener);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+    drop((listener, live));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drained.recv()).await;
 }
 
 /// What `/admin/config` shows: where the serving snapshot came from and the

@@ -1,6 +1,7 @@
 //! The front doors over the decision core (the reverse proxy in
 //! `pipeline`, forward-auth), the listener and the upstream client.
 
+pub mod conn;
 pub mod ext_authz;
 pub mod forward_auth;
 pub mod pipeline;
