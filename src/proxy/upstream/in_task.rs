@@ -45,8 +45,10 @@ struct Conn {
     conn: Connection<Io, UpstreamBody>,
 }
 
+/// Boxed where it is kept and moved: the connection's state is some 700
+/// bytes.
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -63,7 +65,7 @@ pub fn close_idle() {
 
 /// The newest live idle connection to `authority`. A connection is live if
 /// polling it once finds it neither closed by the upstream nor busy.
-fn checkout(authority: &str) -> Option<Conn> {
+fn checkout(authority: &str) -> Option<Box<Conn>> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(authority)?;
@@ -85,23 +87,21 @@ fn checkout(authority: &str) -> Option<Conn> {
     })
 }
 
-fn checkin(authority: &str, conn: Conn) {
+fn checkin(authority: &str, conn: Box<Conn>) {
     let _ = IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = match idle.get_mut(authority) {
             Some(list) => list,
             None => idle.entry(authority.into()).or_default(),
         };
+        let now = Instant::now();
         let stale = list
             .iter()
-            .take_while(|i| i.since.elapsed() > IDLE_FOR)
+            .take_while(|i| now.duration_since(i.since) > IDLE_FOR)
             .count();
         list.drain(..stale);
         if list.len() < IDLE_MAX {
-            list.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            list.push(Idle { conn, since: now });
         }
     });
 }
@@ -149,13 +149,12 @@ pub async fn send(
         let response = conn.send.try_send_request(req);
         match drive(&mut conn.conn, response).await {
             Ok(resp) => {
-                let authority = authority.into();
                 return Ok(resp.map(|body| Driven {
                     body,
                     conn: Some(conn),
-                    authority,
+                    upstream: uri,
                     ended: false,
-                }));
+                }))
             }
             Err(mut e) => match e.take_message() {
                 Some(again) if reused => req = again,
@@ -173,7 +172,7 @@ fn origin_form(uri: &Uri) -> Uri {
     }
 }
 
-async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, Failed> {
+async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Box<Conn>, Failed> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let stream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
         Err(_) => return Err(Failed::ConnectTimeout),
@@ -185,7 +184,7 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Conn, Faile
         .handshake(TokioIo::new(stream))
         .await
         .map_err(Failed::Request)?;
-    Ok(Conn { send, conn })
+    Ok(Box::new(Conn { send, conn }))
 }
 
 /// Polls the connection and `response` together until the response head
@@ -207,8 +206,9 @@ async fn drive<F: Future>(conn: &mut Connection<Io, UpstreamBody>, response: F) 
 /// been read to its end. A body dropped before its end closes it.
 pub struct Driven {
     body: Incoming,
-    conn: Option<Conn>,
-    authority: Box<str>,
+    conn: Option<Box<Conn>>,
+    /// The request's absolute URI: its authority is the connection's key.
+    upstream: Uri,
     ended: bool,
 }
 
@@ -246,7 +246,8 @@ impl Drop for Driven {
     fn drop(&mut self) {
         if self.ended || self.body.is_end_stream() {
             if let Some(conn) = self.conn.take() {
-                checkin(&self.authority, conn);
+                let authority = self.upstream.authority().map_or("", |a| a.as_str());
+                checkin(authority, conn);
             }
         }
     }
