@@ -2,7 +2,7 @@
 //! `config::compile`, swapped whole behind one `ArcSwap`; a request loads it
 //! once at its start and uses that one for its whole life.
 
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 
 use crate::forward::OwnedHeaders;
@@ -144,12 +144,18 @@ impl Upstream {
         Ok(self)
     }
 
-    /// The upstream URI for a request's raw path and query.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path_and_query))
-            .build()
+    /// The upstream URI for a request's raw path and query: the request's
+    /// own when there is no base path (no copy, no parse).
+    pub fn uri_for(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+        let path_and_query = if self.base_path.is_empty() {
+            path_and_query
+        } else {
+            PathAndQuery::try_from(format!("{}{}", self.base_path, path_and_query))?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
     }
 }

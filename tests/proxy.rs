@@ -239,6 +239,23 @@ async fn unknown_route_is_404_and_reaches_nothing() {
 }
 
 #[tokio::test]
+async fn an_upstream_base_path_prefixes_the_raw_path_and_query() {
+    let policy = common::POLICY.replace("app: ${UPSTREAM}", "app: ${UPSTREAM}/v2");
+    let s = Builder::new().policy(&policy).start().await;
+    let r = s.get("/healthz", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(s.upstream.last().unwrap().path_and_query, "/v2/healthz");
+    let r = s
+        .get_with_token("/orders/7?a=%2F&b=1", &s.gold_token())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        s.upstream.last().unwrap().path_and_query,
+        "/v2/orders/7?a=%2F&b=1"
+    );
+}
+
+#[tokio::test]
 async fn upstream_down_is_502() {
     let policy = common::POLICY.replace("${UPSTREAM}", "http://127.0.0.1:9");
     let s = Builder::new().policy(&policy).start().await;

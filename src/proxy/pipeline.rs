@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use http::header::HOST;
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -260,16 +261,17 @@ async fn send_upstream(
     spans: Option<&crate::otel::RequestSpans<'_>>,
 ) -> Result<Response<Body>, Rejection> {
     let path_and_query = match &allowed.query {
-        Some(q) if q.is_empty() => head.uri.path().to_string(),
-        Some(q) => format!("{}?{q}", head.uri.path()),
-        None => head
+        Some(q) if q.is_empty() => PathAndQuery::try_from(head.uri.path()),
+        Some(q) => PathAndQuery::try_from(format!("{}?{q}", head.uri.path())),
+        None => Ok(head
             .uri
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into()),
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
     };
-    head.uri = upstream
-        .uri_for(&path_and_query)
+    head.uri = path_and_query
+        .map_err(http::Error::from)
+        .and_then(|p| upstream.uri_for(p))
         .map_err(|_| Rejection::UpstreamUnavailable)?;
     // gRPC over HTTP/2 needs `TE: trailers`, which hygiene removed with
     // the other hop-by-hop headers (RFC 9113 §8.2.2 allows this one value).
