@@ -202,8 +202,9 @@ async fn drive<F: Future>(conn: &mut Connection<Io, UpstreamBody>, response: F) 
 }
 
 /// An upstream response body that drives its connection: the connection is
-/// polled before the body, and goes back to the idle list when the body has
-/// been read to its end. A body dropped before its end closes it.
+/// polled when the body has nothing yet, and goes back to the idle list
+/// when the body has been read to its end. A body dropped before its end
+/// closes it.
 pub struct Driven {
     body: Incoming,
     conn: Option<Box<Conn>>,
@@ -221,12 +222,19 @@ impl http_body::Body for Driven {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(c) = &mut this.conn {
-            if Pin::new(&mut c.conn).poll(cx).is_ready() {
-                this.conn = None;
+        // The body first: polling it tells the connection that the body is
+        // wanted, and the connection decodes no body before that. Polled
+        // the other way round, every response would wait one more turn of
+        // the runtime (a wakeup of this same task) for its first chunk.
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            if let Some(c) = &mut this.conn {
+                if Pin::new(&mut c.conn).poll(cx).is_ready() {
+                    this.conn = None;
+                }
+                frame = Pin::new(&mut this.body).poll_frame(cx);
             }
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(None) = frame {
             this.ended = true;
         }
