@@ -32,7 +32,8 @@ routes:
 
 /// Answers by the request's path: `/raw/close-after` answers and closes
 /// without saying so (as an upstream whose idle timeout fires), `/raw/
-/// conn-close` answers with `Connection: close`, `/raw/stall` sends half
+/// close-later` the same 200 ms later, `/raw/conn-close` answers with
+/// `Connection: close`, `/raw/stall` sends half
 /// a body and waits; anything else answers `conn C req R`.
 struct RawUpstream {
     url: String,
@@ -98,6 +99,11 @@ async fn answer(mut stream: TcpStream, conn: usize) {
         match path.as_str() {
             "/raw/close-after" => {
                 let _ = stream.write_all(reply("").as_bytes()).await;
+                return;
+            }
+            "/raw/close-later" => {
+                let _ = stream.write_all(reply("").as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 return;
             }
             "/raw/conn-close" => {
@@ -198,4 +204,40 @@ async fn a_response_its_client_abandoned_does_not_leave_its_connection_for_reuse
         assert!(r.body.starts_with("conn 1 req "), "{}", r.body);
     }
     assert_eq!(raw.accepted(), 2);
+}
+
+/// Sockets to `port` on 127.0.0.1 in CLOSE_WAIT (the peer closed, this
+/// side did not), from /proc/net/tcp.
+fn close_wait_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && f[3] == "08"
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_closed_without_a_request() {
+    let raw = RawUpstream::start().await;
+    let port: u16 = raw.url.rsplit(':').next().unwrap().parse().unwrap();
+    let s = stack(&raw).await;
+    let r = s.get("/raw/close-later", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Closed once idle, and no request follows: only the shard's sweep can
+    // notice.
+    let mut left = usize::MAX;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = close_wait_to(port);
+        if left == 0 {
+            break;
+        }
+    }
+    assert_eq!(left, 0, "still half-closed after 3 s");
 }

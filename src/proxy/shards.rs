@@ -107,6 +107,13 @@ pub fn serve(
                                 crate::logging::flush();
                             }
                         });
+                        tokio::spawn(async {
+                            let mut tick = tokio::time::interval(super::upstream::SWEEP_EVERY);
+                            loop {
+                                tick.tick().await;
+                                super::upstream::sweep_idle();
+                            }
+                        });
                         match TcpListener::from_std(listener) {
                             Ok(l) => server::serve(l, app, door, tls, shutdown, slots).await,
                             Err(e) => tracing::error!("{name} shard {i}: {e}"),

@@ -57,10 +57,31 @@ thread_local! {
     static IDLE: RefCell<HashMap<Box<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
+/// How often a shard sweeps its idle connections ([`sweep_idle`]).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Closes this thread's idle connections (a shard's, before its runtime
 /// stops).
 pub fn close_idle() {
     let _ = IDLE.try_with(|idle| idle.borrow_mut().clear());
+}
+
+/// Closes this thread's idle connections that the upstream has closed or
+/// that have waited longer than the idle limit. Nothing else polls an idle
+/// connection, so without this an upstream that gets no more requests would
+/// keep its connections (half-closed ones included) for good.
+pub fn sweep_idle() {
+    let _ = IDLE.try_with(|idle| {
+        let now = Instant::now();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        idle.borrow_mut().retain(|_, list| {
+            list.retain_mut(|i| {
+                now.duration_since(i.since) <= IDLE_FOR
+                    && Pin::new(&mut i.conn.conn).poll(&mut cx).is_pending()
+            });
+            !list.is_empty()
+        });
+    });
 }
 
 /// The newest live idle connection to `authority`. A connection is live if

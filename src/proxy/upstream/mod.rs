@@ -5,7 +5,7 @@
 
 mod in_task;
 
-pub use in_task::close_idle;
+pub use in_task::{close_idle, sweep_idle, SWEEP_EVERY};
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
