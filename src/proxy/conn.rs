@@ -79,7 +79,6 @@ impl Version {
 /// The HTTP/1.1 and HTTP/2 connection builders with claimgate's limits
 /// (SECURITY.md rule 18). hyper's header-read timeout only works with a
 /// timer set, so both get one.
-#[derive(Clone)]
 pub struct Builders {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,

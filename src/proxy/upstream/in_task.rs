@@ -29,9 +29,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::UpstreamBody;
+use crate::snapshot::Transport;
 
-/// How long an idle connection may wait in the list; as the pooled client's
-/// `pool_idle_timeout`.
+/// How long an idle connection may wait in the list (as the pooled
+/// client's `pool_idle_timeout`), give or take the sweep's period.
 const IDLE_FOR: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream address and shard; more are closed.
 const IDLE_MAX: usize = 512;
@@ -43,6 +44,14 @@ type Io = TokioIo<TcpStream>;
 struct Conn {
     send: SendRequest<UpstreamBody>,
     conn: Connection<Io, UpstreamBody>,
+}
+
+impl Conn {
+    /// Polls an idle connection once (`cx`: a no-op waker): false when the
+    /// upstream has closed it.
+    fn is_open(&mut self, cx: &mut Context<'_>) -> bool {
+        Pin::new(&mut self.conn).poll(cx).is_pending()
+    }
 }
 
 /// Boxed where it is kept and moved: the connection's state is some 700
@@ -75,10 +84,7 @@ pub fn sweep_idle() {
         let now = Instant::now();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         idle.borrow_mut().retain(|_, list| {
-            list.retain_mut(|i| {
-                now.duration_since(i.since) <= IDLE_FOR
-                    && Pin::new(&mut i.conn.conn).poll(&mut cx).is_pending()
-            });
+            list.retain_mut(|i| now.duration_since(i.since) <= IDLE_FOR && i.conn.is_open(&mut cx));
             !list.is_empty()
         });
     });
@@ -90,17 +96,11 @@ fn checkout(authority: &str) -> Option<Box<Conn>> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(authority)?;
+        // Age is the sweep's business (`sweep_idle`); closed or busy is
+        // checked here, at the moment of reuse.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        while let Some(Idle { mut conn, since }) = list.pop() {
-            if since.elapsed() > IDLE_FOR {
-                // The rest are older still.
-                list.clear();
-                return None;
-            }
-            if Pin::new(&mut conn.conn).poll(&mut cx).is_ready() {
-                continue;
-            }
-            if conn.send.is_ready() {
+        while let Some(Idle { mut conn, .. }) = list.pop() {
+            if conn.is_open(&mut cx) && conn.send.is_ready() {
                 return Some(conn);
             }
         }
@@ -115,22 +115,20 @@ fn checkin(authority: &str, conn: Box<Conn>) {
             Some(list) => list,
             None => idle.entry(authority.into()).or_default(),
         };
-        let now = Instant::now();
-        let stale = list
-            .iter()
-            .take_while(|i| now.duration_since(i.since) > IDLE_FOR)
-            .count();
-        list.drain(..stale);
         if list.len() < IDLE_MAX {
-            list.push(Idle { conn, since: now });
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     });
 }
 
-/// Whether `req` to `uri` can take this path.
-pub fn applies(uri: &Uri, req: &Request<UpstreamBody>) -> bool {
-    crate::proxy::shards::current().is_some()
-        && uri.scheme() == Some(&http::uri::Scheme::HTTP)
+/// Whether `req` over `transport` can take this path.
+pub fn applies(transport: &Transport, req: &Request<UpstreamBody>) -> bool {
+    *transport == Transport::default()
+        && crate::proxy::shards::current().is_some()
+        && req.uri().scheme() == Some(&http::uri::Scheme::HTTP)
         && req.method() != http::Method::CONNECT
         && !req.headers().contains_key(http::header::UPGRADE)
 }

@@ -135,7 +135,7 @@ impl UpstreamClient {
         transport: &Transport,
         req: Request<UpstreamBody>,
     ) -> Result<Response<super::Body>, Rejection> {
-        if *transport == Transport::default() && in_task::applies(req.uri(), &req) {
+        if in_task::applies(transport, &req) {
             let sent = in_task::send(req, self.connect_timeout);
             return match tokio::time::timeout(self.response_timeout, sent).await {
                 Err(_) | Ok(Err(in_task::Failed::ConnectTimeout)) => {
