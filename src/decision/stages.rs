@@ -176,14 +176,8 @@ fn given_claims(
             return Err((Some(issuer), Rejection::Token(e)));
         }
     }
-    for name in &issuer.untrusted_claims {
-        if claims.remove(name).is_some() && issuer.refuse_untrusted {
-            let e = TokenError::UntrustedClaim {
-                claim: name.clone(),
-                issuer: issuer.name.clone(),
-            };
-            return Err((Some(issuer), Rejection::Token(e)));
-        }
+    if let Err(e) = issuer.strip_untrusted(&mut claims) {
+        return Err((Some(issuer), Rejection::Token(e)));
     }
     Ok((issuer, Arc::new(Claims::from_object(claims))))
 }
@@ -211,7 +205,7 @@ async fn verify(ctx: &Ctx<'_>, route: &Route, token: &str, source: &TokenSource)
     let cached = ctx
         .cache
         .zip(key.as_ref())
-        .and_then(|(c, k)| c.get_key(k, &snapshot.issuers, accepted, ctx.now));
+        .and_then(|(c, k)| c.get_key(token, k, &snapshot.issuers, accepted, ctx.now));
     let cache_hit = ctx.cache.map(|_| cached.is_some());
     let full = || {
         token::verify(

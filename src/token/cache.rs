@@ -11,14 +11,15 @@
 //! Two tiers, so that memory follows the number of tokens and speed the
 //! working set:
 //!
-//! - **every** cached token keeps its verified claims as the compact JSON
-//!   text they were re-serialised to (untrusted claims already removed):
-//!   about 100 bytes of entry plus the text, ~300 bytes for a typical
-//!   access token, where the parsed `serde_json` tree takes ~1.2 KB;
+//! - **every** cached token keeps only what verification decided: its
+//!   issuer, `exp` and which key verified it (~100 bytes with the key and
+//!   the table). Its claims are the token's own: a hit presents the very
+//!   bytes that were verified (same SHA-256), so their payload is parsed
+//!   again and its untrusted claims removed, as verification did (about a
+//!   microsecond, against the signature check it saves), and the token is
+//!   promoted;
 //! - the **working set** (at most [`HOT_MAX`] tokens) also keeps the parsed
-//!   claims, so a hit there costs no parse. A hit in the compact tier parses
-//!   the text once (about a microsecond, against the signature check it
-//!   saves) and promotes the token.
+//!   claims (~1.2 KB each), so a hit there costs no parse.
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use aws_lc_rs::digest::{digest, SHA256};
 use quick_cache::sync::Cache;
 
 use super::issuer::{Issuer, Issuers};
-use super::verify::{Claims, Verified};
+use super::verify::{claims_again, Verified};
 
 /// The most tokens whose parsed claims are kept (the hot tier).
 pub const HOT_MAX: usize = 4_096;
@@ -42,7 +43,7 @@ pub struct TokenCache {
 }
 
 struct Tiers {
-    /// Every cached token, its claims as JSON text.
+    /// Every cached token, without its claims.
     compact: Cache<[u8; 32], Compact>,
     /// The working set, its claims parsed (none: every hit parses).
     hot: Option<Cache<[u8; 32], Verified>>,
@@ -59,13 +60,12 @@ impl TokenKey {
     }
 }
 
-/// A verification with its claims as JSON text.
+/// A verification without its claims.
 #[derive(Clone)]
 struct Compact {
     issuer: Arc<Issuer>,
     exp: f64,
     key_fingerprint: u64,
-    claims: Arc<str>,
 }
 
 impl TokenCache {
@@ -116,13 +116,14 @@ impl TokenCache {
         accepted: Option<&[String]>,
         now: u64,
     ) -> Option<Verified> {
-        self.get_key(&TokenKey::of(token), issuers, accepted, now)
+        self.get_key(token, &TokenKey::of(token), issuers, accepted, now)
     }
 
     /// [`TokenCache::get`] by the token's key, hashed once by a caller that
     /// inserts on a miss.
     pub fn get_key(
         &self,
+        token: &str,
         key: &TokenKey,
         issuers: &Issuers,
         accepted: Option<&[String]>,
@@ -144,15 +145,15 @@ impl TokenCache {
                     tiers.forget(&key);
                     return None;
                 }
-                let Ok(map) = serde_json::from_str(&c.claims) else {
-                    // Cannot happen (the text is serde_json's own); a miss
-                    // verifies again.
+                let Some(claims) = claims_again(token, &c.issuer) else {
+                    // Cannot happen (these bytes verified); a miss verifies
+                    // again.
                     tiers.forget(&key);
                     return None;
                 };
                 let hit = Verified {
                     issuer: c.issuer,
-                    claims: Arc::new(Claims::from_object(map)),
+                    claims: Arc::new(claims),
                     exp: c.exp,
                     key_fingerprint: c.key_fingerprint,
                 };
@@ -180,9 +181,6 @@ impl TokenCache {
         let Some(tiers) = &self.tiers else {
             return;
         };
-        let Ok(text) = serde_json::to_string(verified.claims.root()) else {
-            return;
-        };
         let key = key.0;
         tiers.compact.insert(
             key,
@@ -190,7 +188,6 @@ impl TokenCache {
                 issuer: verified.issuer.clone(),
                 exp: verified.exp,
                 key_fingerprint: verified.key_fingerprint,
-                claims: text.into(),
             },
         );
         if let Some(hot) = &tiers.hot {

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+
 use crate::jwks::Algorithm;
 
+use super::error::TokenError;
 use super::extract::TokenSource;
 use super::Profile;
 use crate::claims::ClaimLocations;
@@ -41,6 +44,20 @@ pub struct Issuer {
 }
 
 impl Issuer {
+    /// Rule 8: claims a client could have set never reach policy or
+    /// headers: removed, or the token refused where the issuer says so.
+    pub fn strip_untrusted(&self, claims: &mut Map<String, Value>) -> Result<(), TokenError> {
+        for name in &self.untrusted_claims {
+            if claims.remove(name).is_some() && self.refuse_untrusted {
+                return Err(TokenError::UntrustedClaim {
+                    claim: name.clone(),
+                    issuer: self.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Same settings and the same key store: a token verified by one is
     /// verified by the other, so a reload may keep the old one (and its
     /// cached tokens).

@@ -158,8 +158,8 @@ async fn a_scan_of_one_off_tokens_keeps_the_working_set() {
         .is_some());
 }
 
-/// With no hot tier every hit parses the compact text: the claims come back
-/// equal (numbers, nesting, unicode), without the untrusted claims, and
+/// With no hot tier every hit parses the token's payload again: the claims
+/// come back equal (numbers, nesting, unicode), without the untrusted claims, and
 /// every check of a hit still applies.
 #[tokio::test]
 async fn the_compact_tier_gives_back_the_same_claims() {

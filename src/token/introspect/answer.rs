@@ -51,13 +51,6 @@ pub fn checked(
     if answer.contains_key("sub") {
         check_identity(&answer, issuer)?;
     }
-    for name in &issuer.untrusted_claims {
-        if answer.remove(name).is_some() && issuer.refuse_untrusted {
-            return Err(TokenError::UntrustedClaim {
-                claim: name.clone(),
-                issuer: issuer.name.clone(),
-            });
-        }
-    }
+    issuer.strip_untrusted(&mut answer)?;
     Ok(Claims::from_object(answer))
 }
