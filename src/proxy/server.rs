@@ -106,7 +106,9 @@ pub async fn serve(
                         builders.serve(stream, version, svc, shutdown).await;
                     }
                 }
-                Some(acceptor) => {
+                // Boxed: the TLS state (~5 KB) would otherwise size every
+                // connection's task, plaintext ones included (~1 KB).
+                Some(acceptor) => Box::pin(async move {
                     let accepted = tokio::select! {
                         r = tokio::time::timeout(within, acceptor.accept(stream)) => r.ok().and_then(Result::ok),
                         _ = stopped(&mut shutdown) => None,
@@ -115,7 +117,8 @@ pub async fn serve(
                         let version = Version::of_alpn(stream.get_ref().1.alpn_protocol());
                         builders.serve(stream, version, svc, shutdown).await;
                     }
-                }
+                })
+                .await,
             }
             drop((permit, live));
         });
