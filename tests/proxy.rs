@@ -658,6 +658,48 @@ async fn the_request_deadline_bounds_every_wait() {
     assert_eq!(r.reason(), "request_timeout");
 }
 
+/// The drain after a refused body is bounded (rule 18): a client that
+/// goes on sending after its 413 is read from for the linger time (5 s),
+/// then reset, not for good.
+#[tokio::test]
+async fn a_refused_body_drains_for_a_bounded_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Builder::new()
+        .limits(|l| l.max_body_bytes = Some(1024))
+        .start()
+        .await;
+    let token = s.token(json!({}));
+    let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let head = format!(
+        "POST /me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100000000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&[b'x'; 64 * 1024]).await.unwrap();
+    // The answer, and claimgate's end of stream (its write side shut).
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let drained = std::time::Instant::now();
+    // Sending on: accepted while claimgate drains, refused once it closed.
+    let refused = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if tcp.write_all(&[b'x'; 4096]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let waited = drained.elapsed();
+    assert!(refused.is_ok(), "still draining after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(4),
+        "reset after {waited:?}, without draining"
+    );
+    assert_eq!(s.upstream.count(), 0);
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit_never_reach_the_upstream_whole() {
     use bytes::Bytes;
@@ -679,20 +721,25 @@ async fn bodies_over_the_limit_never_reach_the_upstream_whole() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(s.upstream.count(), 1);
     // A declared length over the limit: 413 before the upstream is called,
-    // and before the body is read. (Sent as a head alone: a client still
-    // writing the body when claimgate answers and closes may see a reset
-    // instead of the answer, as with any server that does not drain.)
+    // and before the body is read. The client here sends its whole body
+    // before it reads (as curl does without `Expect`): claimgate drains
+    // what it refused instead of closing on it (a reset: the client's next
+    // write fails and it never reads the 413), then closes.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let size = 16 * 1024 * 1024;
         let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
         let head = format!(
-            "POST /me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
-            3 * 1024 * 1024
+            "POST /me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {size}\r\n\r\n"
         );
         tcp.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tcp.read(&mut answer).await.unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]);
+        tcp.write_all(&vec![b'x'; size])
+            .await
+            .expect("the refused body is drained, not reset");
+        tcp.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
         assert!(answer.contains("body_too_large"), "{answer}");
     }

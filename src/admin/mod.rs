@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
-use crate::proxy::conn::{Builders, Version};
+use crate::proxy::conn::{Builders, Linger, Version};
 use crate::proxy::server::stopped;
 
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
@@ -43,7 +43,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
                 _ = stopped(&mut shutdown) => None,
             };
             if let Some(version) = version {
-                builders.serve(stream, version, svc, shutdown).await;
+                builders
+                    .serve(stream, version, svc, shutdown, Linger::default())
+                    .await;
             }
             drop(live);
         });

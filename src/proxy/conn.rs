@@ -11,6 +11,8 @@
 
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +31,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// hyper's default HTTP/1 header count limit.
 const HYPER_MAX_HEADERS: usize = 100;
+
+/// How long a closing HTTP/1 connection may drain what its client is still
+/// sending (nginx's `lingering_timeout` default).
+const LINGER_FOR: Duration = Duration::from_secs(5);
 
 /// HTTP/2's connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -112,13 +118,15 @@ impl Builders {
 
     /// Serves `io` as `version` with `svc` (HTTP/1.1 with upgrades) until it
     /// closes. When `shutdown` turns true, the requests in flight finish and
-    /// the connection closes.
+    /// the connection closes. `linger`, which the service keeps up to date,
+    /// says whether an HTTP/1 close drains first ([`Lingering`]).
     pub async fn serve<I, S, B>(
         &self,
         io: I,
         version: Version,
         svc: S,
         mut shutdown: watch::Receiver<bool>,
+        linger: Linger,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService<Incoming, ResBody = B> + Send + 'static,
@@ -132,7 +140,7 @@ impl Builders {
             Version::Http1 => {
                 let mut conn = pin!(self
                     .h1
-                    .serve_connection(TokioIo::new(io), svc)
+                    .serve_connection(TokioIo::new(Lingering::new(io, linger)), svc)
                     .with_upgrades());
                 tokio::select! {
                     _ = conn.as_mut() => return,
@@ -240,5 +248,127 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Detecting<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether a connection's last request came with a body: its close then
+/// drains ([`Lingering`]). Set by the service as each request comes.
+#[derive(Clone, Default)]
+pub struct Linger(Arc<AtomicBool>);
+
+impl Linger {
+    /// Notes the request being served: a body (a length over 0, or
+    /// chunked) may be left unread if claimgate answers first.
+    pub fn note<B: Body>(&self, req: &http::Request<B>) {
+        self.0.store(!req.body().is_end_stream(), Ordering::Relaxed);
+    }
+
+    fn wanted(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// An HTTP/1 connection's stream that closes the way nginx's
+/// `lingering_close` does. When claimgate answers before it has read the
+/// whole request body (413 for a declared length over the limit, an error
+/// while the body streams), hyper closes the connection with the rest of
+/// the body unread. Closing a socket with unread data sends a reset: the
+/// client's next write fails, and a client that sends its whole body before
+/// reading never sees the 413. So, when the last request had a body, what
+/// the client is still sending after the write side is shut (FIN sent) is
+/// read and discarded until it stops (end of stream), fails, or
+/// [`LINGER_FOR`] has passed; only then does the socket close. Otherwise,
+/// or when the client closed first, the socket closes at once.
+pub struct Lingering<S> {
+    inner: S,
+    linger: Linger,
+    /// Set once the write side is shut.
+    until: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Lingering<S> {
+    pub fn new(inner: S, linger: Linger) -> Self {
+        Self {
+            inner,
+            linger,
+            until: None,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Lingering<S> {
+    /// Reads and discards until the client's end of stream, an error, or
+    /// the deadline; `Pending` while the client may still send.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(until) = self.until.as_mut() else {
+            return Poll::Ready(());
+        };
+        let mut scratch = [0u8; 4096];
+        // At most 64 KiB per turn: a client sending fast must not hold the
+        // shard's thread for the whole linger time.
+        for _ in 0..16 {
+            if until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                // End of stream, or an error: nothing more to lose.
+                Poll::Ready(_) => return Poll::Ready(()),
+                // Woken by the next data or the deadline.
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Lingering<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lingering<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.until.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            if !this.linger.wanted() {
+                return Poll::Ready(Ok(()));
+            }
+            this.until = Some(Box::pin(tokio::time::sleep(LINGER_FOR)));
+        }
+        std::task::ready!(this.poll_drain(cx));
+        Poll::Ready(Ok(()))
     }
 }

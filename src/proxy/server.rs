@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::conn::{Builders, Version};
+use super::conn::{Builders, Linger, Version};
 use super::pipeline::{self, Peer};
 use crate::app::App;
 
@@ -70,7 +70,10 @@ pub async fn serve(
             tls: tls.is_some(),
         };
         let (app, door) = (app.clone(), door.clone());
+        let linger = Linger::default();
+        let noted = linger.clone();
         let svc = service_fn(move |req| {
+            noted.note(&req);
             let (app, door) = (app.clone(), door.clone());
             // Boxed: hyper keeps a slot of the service future's size for
             // every connection, idle ones too (~2.6 KB unboxed); boxed, the
@@ -103,7 +106,7 @@ pub async fn serve(
                         _ = stopped(&mut shutdown) => None,
                     };
                     if let Some(version) = version {
-                        builders.serve(stream, version, svc, shutdown).await;
+                        builders.serve(stream, version, svc, shutdown, linger).await;
                     }
                 }
                 // Boxed: the TLS state (~5 KB) would otherwise size every
@@ -115,7 +118,7 @@ pub async fn serve(
                     };
                     if let Some(stream) = accepted {
                         let version = Version::of_alpn(stream.get_ref().1.alpn_protocol());
-                        builders.serve(stream, version, svc, shutdown).await;
+                        builders.serve(stream, version, svc, shutdown, linger).await;
                     }
                 })
                 .await,
