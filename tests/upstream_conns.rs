@@ -34,7 +34,10 @@ routes:
 /// without saying so (as an upstream whose idle timeout fires), `/raw/
 /// close-later` the same 200 ms later, `/raw/conn-close` answers with
 /// `Connection: close`, `/raw/stall` sends half
-/// a body and waits; anything else answers `conn C req R`.
+/// a body and waits, `/raw/race` answers the first request of a connection
+/// and closes under any later one without answering (an upstream whose
+/// idle timeout fires as the request comes); anything else answers `conn C
+/// req R`.
 struct RawUpstream {
     url: String,
     accepted: Arc<AtomicUsize>,
@@ -112,6 +115,7 @@ async fn answer(mut stream: TcpStream, conn: usize) {
                     .await;
                 return;
             }
+            "/raw/race" if req > 0 => return,
             "/raw/stall" => {
                 let head = "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\npartial";
                 let _ = stream.write_all(head.as_bytes()).await;
@@ -240,4 +244,26 @@ async fn an_idle_connection_the_upstream_closed_is_closed_without_a_request() {
         }
     }
     assert_eq!(left, 0, "still half-closed after 3 s");
+}
+
+/// An upstream that closes an idle connection just as a request is written
+/// on it: an idempotent request without a body is sent again on a new
+/// connection (200); any other gets its 502, and the upstream saw it once.
+#[tokio::test]
+async fn a_request_lost_with_an_aged_idle_connection_is_sent_again_if_idempotent() {
+    let raw = RawUpstream::start().await;
+    let s = stack(&raw).await;
+    let r = s.get("/raw/race", &[]).await;
+    assert_eq!(r.body, "conn 0 req 0");
+    // Aged: idle for more than a sweep period (1 s), as the sweep sees it.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let r = s.get("/raw/race", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, "conn 1 req 0");
+    assert_eq!(raw.accepted(), 2);
+
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let r = s.send("POST", "/raw/race", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert_eq!(raw.accepted(), 2, "a POST is never sent twice");
 }

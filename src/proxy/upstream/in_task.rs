@@ -12,6 +12,15 @@
 //! Used for the common case only: `http://`, HTTP/1.1, the default
 //! transport, no upgrade, on a shard's thread. TLS, HTTP/2 and upgrades keep
 //! the pooled client.
+//!
+//! An upstream closes a keep-alive connection when its own idle timeout
+//! fires (Node 5 s, nginx 75 s); a request written just as it does finds
+//! the connection closed with no answer. Such a request is sent once more,
+//! on another connection, when that is safe and the race possible: an
+//! idempotent method without a body, on a connection that had been idle
+//! for a sweep period or more (nginx's `proxy_next_upstream error` does the
+//! same for idempotent requests). Copying the request head for it is paid
+//! only then, not on a busy connection.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,6 +30,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Method;
 use http::{Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -42,8 +52,44 @@ type Io = TokioIo<TcpStream>;
 /// One HTTP/1.1 connection: the request side and the connection future that
 /// does the I/O when polled.
 struct Conn {
-    send: SendRequest<UpstreamBody>,
-    conn: Connection<Io, UpstreamBody>,
+    send: SendRequest<Outgoing>,
+    conn: Connection<Io, Outgoing>,
+}
+
+/// A request body as sent: the client's, or none (which a replay can
+/// send again).
+enum Outgoing {
+    Stream(UpstreamBody),
+    Empty,
+}
+
+impl http_body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = <UpstreamBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Outgoing::Stream(b) => Pin::new(b).poll_frame(cx),
+            Outgoing::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Stream(b) => b.is_end_stream(),
+            Outgoing::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Outgoing::Stream(b) => b.size_hint(),
+            Outgoing::Empty => SizeHint::with_exact(0),
+        }
+    }
 }
 
 impl Conn {
@@ -59,6 +105,9 @@ impl Conn {
 struct Idle {
     conn: Box<Conn>,
     since: Instant,
+    /// Idle for [`SWEEP_EVERY`] or more, as the last sweep found: the
+    /// upstream's idle timeout may be about to close it.
+    aged: bool,
 }
 
 thread_local! {
@@ -84,24 +133,29 @@ pub fn sweep_idle() {
         let now = Instant::now();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         idle.borrow_mut().retain(|_, list| {
-            list.retain_mut(|i| now.duration_since(i.since) <= IDLE_FOR && i.conn.is_open(&mut cx));
+            list.retain_mut(|i| {
+                let waited = now.duration_since(i.since);
+                i.aged = waited >= SWEEP_EVERY;
+                waited <= IDLE_FOR && i.conn.is_open(&mut cx)
+            });
             !list.is_empty()
         });
     });
 }
 
-/// The newest live idle connection to `authority`. A connection is live if
-/// polling it once finds it neither closed by the upstream nor busy.
-fn checkout(authority: &str) -> Option<Box<Conn>> {
+/// The newest live idle connection to `authority`, and whether it is aged.
+/// A connection is live if polling it once finds it neither closed by the
+/// upstream nor busy.
+fn checkout(authority: &str) -> Option<(Box<Conn>, bool)> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(authority)?;
         // Age is the sweep's business (`sweep_idle`); closed or busy is
         // checked here, at the moment of reuse.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        while let Some(Idle { mut conn, .. }) = list.pop() {
+        while let Some(Idle { mut conn, aged, .. }) = list.pop() {
             if conn.is_open(&mut cx) && conn.send.is_ready() {
-                return Some(conn);
+                return Some((conn, aged));
             }
         }
         None
@@ -119,6 +173,7 @@ fn checkin(authority: &str, conn: Box<Conn>) {
             list.push(Idle {
                 conn,
                 since: Instant::now(),
+                aged: false,
             });
         }
     });
@@ -145,11 +200,19 @@ pub enum Failed {
 /// authority or a new one, and waits for the response head. A request
 /// that a reused connection refused before sending anything (closed by the
 /// upstream meanwhile) is sent again on a new connection, as the pooled
-/// client does.
+/// client does; so is, once, one a reused aged connection lost (see the
+/// module's notes).
 pub async fn send(
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
     connect_timeout: Duration,
 ) -> Result<Response<Driven>, Failed> {
+    let mut req = req.map(|body| {
+        if body.is_end_stream() {
+            Outgoing::Empty
+        } else {
+            Outgoing::Stream(body)
+        }
+    });
     let uri = std::mem::take(req.uri_mut());
     let authority = uri.authority().map_or("", |a| a.as_str());
     let host = uri.host().unwrap_or("");
@@ -160,10 +223,16 @@ pub async fn send(
         }
     }
     *req.uri_mut() = origin_form(&uri);
+    let mut replayed = false;
     loop {
-        let (mut conn, reused) = match checkout(authority) {
-            Some(c) => (c, true),
-            None => (connect(host, port, connect_timeout).await?, false),
+        let (mut conn, reused, aged) = match checkout(authority) {
+            Some((c, aged)) => (c, true, aged),
+            None => (connect(host, port, connect_timeout).await?, false, false),
+        };
+        let replay = if aged && !replayed {
+            replayable(&req)
+        } else {
+            None
         };
         let response = conn.send.try_send_request(req);
         match drive(&mut conn.conn, response).await {
@@ -175,12 +244,46 @@ pub async fn send(
                     ended: false,
                 }))
             }
-            Err(mut e) => match e.take_message() {
-                Some(again) if reused => req = again,
+            Err(mut e) => match (e.take_message(), replay) {
+                (Some(again), _) if reused => req = again,
+                (None, Some(again)) if lost(e.error()) => {
+                    tracing::debug!(upstream = %uri, "an idle upstream connection closed under a request; sending it again");
+                    replayed = true;
+                    req = again;
+                }
                 _ => return Err(Failed::Request(e.into_error())),
             },
         }
     }
+}
+
+/// A copy of `req` to send again if its connection is lost: an idempotent
+/// method (RFC 9110 §9.2.2) and no body.
+fn replayable(req: &Request<Outgoing>) -> Option<Request<Outgoing>> {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !matches!(req.body(), Outgoing::Empty) {
+        return None;
+    }
+    let mut copy = Request::new(Outgoing::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether a request failed because its connection closed under it (no
+/// answer, or a reset) rather than on something the upstream answered.
+fn lost(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| matches!(io.kind(), BrokenPipe | ConnectionAborted | ConnectionReset))
 }
 
 /// `/path?query` of `uri` ("/" when empty), as the pooled client sends it.
@@ -208,7 +311,7 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Box<Conn>, 
 
 /// Polls the connection and `response` together until the response head
 /// has come (or the connection failed, which fails `response` too).
-async fn drive<F: Future>(conn: &mut Connection<Io, UpstreamBody>, response: F) -> F::Output {
+async fn drive<F: Future>(conn: &mut Connection<Io, Outgoing>, response: F) -> F::Output {
     let mut response = std::pin::pin!(response);
     let mut open = true;
     std::future::poll_fn(|cx| {
