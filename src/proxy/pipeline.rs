@@ -7,6 +7,7 @@
 //! refusal returns before the upstream is called: nothing reaches the
 //! upstream unless the request was allowed (SECURITY.md rule 20).
 
+use std::future::Future;
 use std::time::Instant;
 
 use http::header::HOST;
@@ -35,6 +36,8 @@ pub use crate::decision::Peer;
 /// Handles one request; never fails, every fault becomes a response.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let started = Instant::now();
+    // The request's deadline (`request_timeout`), up to the response head.
+    let deadline = tokio::time::Instant::from_std(started) + app.limits.request_timeout;
     let snapshot = app.snapshot();
     let (mut head, body) = req.into_parts();
     // The request's trace, when tracing is on: continued from the client's
@@ -103,6 +106,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
             let forwarded = Box::pin(forward_allowed(
                 app,
                 &ctx,
+                deadline,
                 matched,
                 host,
                 head,
@@ -111,10 +115,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
                 upgrade,
                 spans.as_ref(),
             ));
-            match tokio::time::timeout(app.limits.request_timeout, forwarded).await {
-                Ok((seen, result)) => (route, seen, result),
-                Err(_) => (route, Seen::default(), Err(Rejection::RequestTimeout)),
-            }
+            let (seen, result) = forwarded.await;
+            (route, seen, result)
         }
     };
     let (mut resp, decision, rejection, from_upstream) = match result {
@@ -158,6 +160,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
 async fn forward_allowed(
     app: &App,
     ctx: &Ctx<'_>,
+    deadline: tokio::time::Instant,
     matched: Matched<'_>,
     host: String,
     mut head: Parts,
@@ -174,7 +177,11 @@ async fn forward_allowed(
         &ctx.snapshot.trusted_proxies,
         route.trust_rewrite_headers,
     );
-    let outcome = decision::decide_routed(ctx, matched, &host, &mut head, None, &mut NoTrace).await;
+    let mut trace = NoTrace;
+    let deciding = decision::decide_routed(ctx, matched, &host, &mut head, None, &mut trace);
+    let Some(outcome) = within(deadline, deciding).await else {
+        return (Seen::default(), Err(Rejection::RequestTimeout));
+    };
     let (_, seen, verdict) = outcome.split();
     let allowed = match (verdict, &route.target) {
         (Ok(allowed), Target::Upstream(_)) => allowed,
@@ -206,11 +213,11 @@ async fn forward_allowed(
         app,
         &route.name,
         upstream,
-        head,
-        body,
+        (head, body),
         &allowed,
         upgrade,
         spans,
+        deadline,
     )
     .await;
     let result = result.map(|mut resp| {
@@ -254,11 +261,11 @@ async fn send_upstream(
     app: &App,
     route: &str,
     upstream: &crate::snapshot::Upstream,
-    mut head: Parts,
-    body: Incoming,
+    (mut head, body): (Parts, Incoming),
     allowed: &Allowed,
     upgrade: Option<Upgrade>,
     spans: Option<&crate::otel::RequestSpans<'_>>,
+    deadline: tokio::time::Instant,
 ) -> Result<Response<Body>, Rejection> {
     let path_and_query = match &allowed.query {
         Some(q) if q.is_empty() => PathAndQuery::try_from(head.uri.path()),
@@ -296,7 +303,11 @@ async fn send_upstream(
     let sent = Instant::now();
     let resp = app
         .upstream
-        .send(&upstream.transport, Request::from_parts(head, body))
+        .send(
+            &upstream.transport,
+            Request::from_parts(head, body),
+            deadline,
+        )
         .await;
     app.metrics
         .upstream_duration
@@ -397,4 +408,20 @@ fn set_forwarded(req: &mut Parts, host: &str, peer: Peer, proxy: FromProxy) {
     if let Some(v) = proxy.host.or(own_host) {
         headers.insert(forwarded::X_FORWARDED_HOST, v);
     }
+}
+
+/// `fut`, unless `deadline` passes first (`None`). The timer is made only
+/// if `fut` waits: a decision from cached keys and tokens completes on its
+/// first poll and costs none.
+async fn within<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }

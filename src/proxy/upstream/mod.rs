@@ -10,6 +10,7 @@ pub use in_task::{close_idle, sweep_idle, SWEEP_EVERY};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
@@ -128,19 +129,28 @@ impl UpstreamClient {
         Ok(Handle::Owned(c))
     }
 
-    /// Sends `req` over `transport` and waits for the response head. A
-    /// connect failure is a 502, a connect or response timeout a 504.
+    /// Sends `req` over `transport` and waits for the response head, until
+    /// the response timeout or the request's `deadline`, whichever comes
+    /// first: one timer for both. A connect failure is a 502; a connect or
+    /// response timeout a 504 (`UpstreamTimeout`), the request's deadline
+    /// too (`RequestTimeout`).
     pub async fn send(
         &self,
         transport: &Transport,
         req: Request<UpstreamBody>,
+        deadline: Instant,
     ) -> Result<Response<super::Body>, Rejection> {
+        let own = Instant::now() + self.response_timeout;
+        let (by, late) = if own < deadline {
+            (own, Rejection::UpstreamTimeout)
+        } else {
+            (deadline, Rejection::RequestTimeout)
+        };
         if in_task::applies(transport, &req) {
             let sent = in_task::send(req, self.connect_timeout);
-            return match tokio::time::timeout(self.response_timeout, sent).await {
-                Err(_) | Ok(Err(in_task::Failed::ConnectTimeout)) => {
-                    Err(Rejection::UpstreamTimeout)
-                }
+            return match tokio::time::timeout_at(by, sent).await {
+                Err(_) => Err(late),
+                Ok(Err(in_task::Failed::ConnectTimeout)) => Err(Rejection::UpstreamTimeout),
                 Ok(Ok(resp)) => Ok(resp.map(BodyExt::boxed)),
                 Ok(Err(in_task::Failed::Connect(e))) => {
                     tracing::warn!(error = %e, "upstream connect failed");
@@ -149,7 +159,7 @@ impl UpstreamClient {
                 Ok(Err(in_task::Failed::Request(e))) => Err(failed(&e)),
             };
         }
-        let resp = self.send_pooled(transport, req).await?;
+        let resp = self.send_pooled(transport, req, by, late).await?;
         Ok(resp.map(BodyExt::boxed))
     }
 
@@ -158,6 +168,8 @@ impl UpstreamClient {
         &self,
         transport: &Transport,
         mut req: Request<UpstreamBody>,
+        by: Instant,
+        late: Rejection,
     ) -> Result<Response<Incoming>, Rejection> {
         let client = self.client(transport)?;
         *req.version_mut() = if transport.protocol.is_h2() {
@@ -167,8 +179,8 @@ impl UpstreamClient {
             // pool takes h2 when ALPN chose it.
             http::Version::HTTP_11
         };
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-            Err(_) => Err(Rejection::UpstreamTimeout),
+        match tokio::time::timeout_at(by, client.request(req)).await {
+            Err(_) => Err(late),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(failed(&e)),
         }
