@@ -40,6 +40,10 @@ pub struct OwnedHeaders {
     /// proxy in front are only replaced.
     claimed_exact: Vec<String>,
     claimed_prefixes: Vec<String>,
+    /// The canonical first bytes of `exact` and `prefixes` (a bit each):
+    /// most of a request's headers (`host`, `accept`, `authorization`)
+    /// start with none of them and are passed at once.
+    first: [u64; 4],
 }
 
 impl OwnedHeaders {
@@ -63,25 +67,44 @@ impl OwnedHeaders {
         let mut prefixes = claimed_prefixes.clone();
         prefixes.extend(FORWARDED_PREFIXES.iter().map(|s| s.to_string()));
         prefixes.push(REWRITE_PREFIXES[0].to_string());
+        let mut first = [0u64; 4];
+        for name in exact.iter().chain(&prefixes) {
+            match name.as_bytes().first() {
+                Some(&b) => first[usize::from(b >> 6)] |= 1 << (b & 63),
+                // An empty prefix owns every name.
+                None => first = [u64::MAX; 4],
+            }
+        }
         Self {
             exact,
             prefixes,
             claimed_exact,
             claimed_prefixes,
+            first,
         }
+    }
+
+    /// False when no owned name or prefix starts as `name` does.
+    fn may_own(&self, name: &str) -> bool {
+        let Some(&b) = name.as_bytes().first() else {
+            return true;
+        };
+        let b = canonical_byte(b);
+        self.first[usize::from(b >> 6)] & (1 << (b & 63)) != 0
     }
 
     /// True when a header of this name (any spelling) is one claimgate sets
     /// from claims, or under a reserved prefix.
     pub fn claims(&self, name: &str) -> bool {
-        with_canonical(name, |c| {
-            matches(&self.claimed_exact, &self.claimed_prefixes, c)
-        })
+        self.may_own(name)
+            && with_canonical(name, |c| {
+                matches(&self.claimed_exact, &self.claimed_prefixes, c)
+            })
     }
 
     /// True when a header of this name (any spelling) is claimgate's.
     pub fn owns(&self, name: &str) -> bool {
-        with_canonical(name, |c| matches(&self.exact, &self.prefixes, c))
+        self.may_own(name) && with_canonical(name, |c| matches(&self.exact, &self.prefixes, c))
     }
 }
 
@@ -195,6 +218,44 @@ mod tests {
             );
         }
         h
+    }
+
+    proptest::proptest! {
+        /// The first-byte filter never changes an answer: owned names and
+        /// prefixes in any spelling, near misses and random names.
+        #[test]
+        fn the_first_byte_filter_agrees_with_the_full_match(
+            base in proptest::sample::select(vec![
+                "x-user-id", "accept-tenant", "-odd", "x-hasura-role", "hx.a", "forwarded",
+                "x-forwarded-for", "x-real-ip", "x-envoy-path", "x-original-url", "accept", "host",
+            ]),
+            upper in proptest::collection::vec(proptest::bool::ANY, 16),
+            sep in proptest::sample::select(vec!['-', '_', '.']),
+            suffix in "[a-z_.-]{0,3}",
+            random in "[A-Za-z0-9_.-]{1,12}",
+            use_random in proptest::bool::ANY,
+        ) {
+            let name: String = if use_random {
+                random
+            } else {
+                let spelled = base.chars().zip(upper.iter().chain(std::iter::repeat(&false)))
+                    .map(|(c, &u)| match c {
+                        '-' => sep,
+                        c if u => c.to_ascii_uppercase(),
+                        c => c,
+                    });
+                spelled.chain(suffix.chars()).collect()
+            };
+            let owned = OwnedHeaders::new(["X-User-Id", "Accept-Tenant", "_odd"], ["x-hasura-", "Hx."]);
+            let full = |exact: &[String], prefixes: &[String]| {
+                with_canonical(&name, |c| matches(exact, prefixes, c))
+            };
+            proptest::prop_assert_eq!(owned.owns(&name), full(&owned.exact, &owned.prefixes));
+            proptest::prop_assert_eq!(
+                owned.claims(&name),
+                full(&owned.claimed_exact, &owned.claimed_prefixes)
+            );
+        }
     }
 
     #[test]
