@@ -78,8 +78,8 @@ enum Check {
 #[derive(Default)]
 pub struct KeySet {
     keys: Vec<Arc<VerifyKey>>,
-    by_kid: HashMap<String, Arc<VerifyKey>>,
-    fingerprints: std::collections::HashSet<u64>,
+    by_kid: crate::FastMap<String, Arc<VerifyKey>>,
+    fingerprints: crate::FastSet<u64>,
     /// A shared-secret set: its one key verifies whatever `kid` a token
     /// names (HMAC tokens often name none, or an opaque one).
     any_kid: bool,

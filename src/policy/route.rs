@@ -4,7 +4,6 @@
 //! path's depth, not the number of routes. At each segment a literal beats a
 //! `{param}`, which beats a trailing `**`: the most specific route wins.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
@@ -134,7 +133,7 @@ pub fn param_names(segments: &[Segment]) -> Vec<String> {
 
 #[derive(Default, Debug)]
 struct Node {
-    literal: HashMap<String, Node>,
+    literal: crate::FastMap<String, Node>,
     param: Option<Box<Node>>,
     /// Routes whose template ends here.
     exact: Vec<Arc<Route>>,

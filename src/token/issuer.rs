@@ -1,7 +1,6 @@
 //! Issuer settings as compiled from the policy files. Keys live in the
 //! issuer's [`JwksStore`], which outlives snapshots.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -92,8 +91,8 @@ impl std::fmt::Debug for Issuer {
 /// The issuers of a snapshot, found by `iss`.
 #[derive(Default)]
 pub struct Issuers {
-    by_iss: HashMap<String, Arc<Issuer>>,
-    by_name: HashMap<String, Arc<Issuer>>,
+    by_iss: crate::FastMap<String, Arc<Issuer>>,
+    by_name: crate::FastMap<String, Arc<Issuer>>,
 }
 
 impl Issuers {

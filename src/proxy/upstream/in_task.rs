@@ -23,7 +23,6 @@
 //! only then, not on a busy connection.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -112,7 +111,7 @@ struct Idle {
 
 thread_local! {
     /// This shard's idle connections by upstream `host:port`, newest last.
-    static IDLE: RefCell<HashMap<Box<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<crate::FastMap<Box<str>, Vec<Idle>>> = RefCell::default();
 }
 
 /// How often a shard sweeps its idle connections ([`sweep_idle`]).
