@@ -163,7 +163,7 @@ fn bench_rule(
     path: &[&str],
     claims: &serde_json::Value,
 ) {
-    let segments: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+    let segments: Vec<std::borrow::Cow<str>> = path.iter().map(|s| (*s).into()).collect();
     let m = snap
         .router
         .find("api", &http::Method::GET, &segments)
@@ -229,7 +229,7 @@ fn decide_and_inject(c: &mut Criterion) {
         &claims,
     );
 
-    let segments = vec!["orders".to_string(), "7".to_string()];
+    let segments: Vec<std::borrow::Cow<str>> = vec!["orders".into(), "7".into()];
     let m = demo
         .router
         .find("api", &http::Method::GET, &segments)

@@ -3,6 +3,8 @@
 //! read another way: encoded `/`, `\` or `%`, NUL and control characters,
 //! `.` and `..` segments, `//`, and `;` parameters.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -18,19 +20,20 @@ pub enum PathError {
 }
 
 /// The decoded segments of `raw` (the path as it appears on the wire).
-/// A trailing `/` gives a final empty segment: `/a/` is `["a", ""]`.
-pub fn canonical_segments(raw: &str) -> Result<Vec<String>, PathError> {
+/// A trailing `/` gives a final empty segment: `/a/` is `["a", ""]`. A
+/// segment with nothing encoded is borrowed from `raw` (most are).
+pub fn canonical_segments(raw: &str) -> Result<Vec<Cow<'_, str>>, PathError> {
     let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
     if rest.is_empty() {
         return Ok(Vec::new());
     }
-    let raw_segments: Vec<&str> = rest.split('/').collect();
-    let last = raw_segments.len() - 1;
-    let mut out = Vec::with_capacity(raw_segments.len());
-    for (i, seg) in raw_segments.into_iter().enumerate() {
+    let mut out = Vec::with_capacity(rest.bytes().filter(|&b| b == b'/').count() + 1);
+    let mut segments = rest.split('/').peekable();
+    while let Some(seg) = segments.next() {
         let decoded = decode(seg)?;
         let is_dot = decoded == "." || decoded == "..";
-        if is_dot || (decoded.is_empty() && i != last) {
+        let last = segments.peek().is_none();
+        if is_dot || (decoded.is_empty() && !last) {
             return Err(PathError::DotOrEmptySegment);
         }
         out.push(decoded);
@@ -38,8 +41,20 @@ pub fn canonical_segments(raw: &str) -> Result<Vec<String>, PathError> {
     Ok(out)
 }
 
-fn decode(seg: &str) -> Result<String, PathError> {
+/// A byte a path may not hold, decoded or not (rule 16).
+fn refused(b: u8) -> bool {
+    b == b'\\' || b == b';' || b < 0x20 || b == 0x7f
+}
+
+fn decode(seg: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = seg.as_bytes();
+    if !bytes.contains(&b'%') {
+        // Nothing encoded: the same checks, no copy.
+        if bytes.iter().any(|&b| refused(b)) {
+            return Err(PathError::Ambiguous);
+        }
+        return Ok(Cow::Borrowed(seg));
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -61,12 +76,14 @@ fn decode(seg: &str) -> Result<String, PathError> {
                 b
             }
         };
-        if b == b'\\' || b == b';' || b < 0x20 || b == 0x7f {
+        if refused(b) {
             return Err(PathError::Ambiguous);
         }
         out.push(b);
     }
-    String::from_utf8(out).map_err(|_| PathError::BadEncoding)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| PathError::BadEncoding)
 }
 
 #[cfg(test)]
@@ -84,7 +101,7 @@ mod tests {
             ("/a.b/..c", &["a.b", "..c"]),
         ];
         for (raw, want) in ok {
-            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            let want: Vec<Cow<str>> = want.iter().map(|s| Cow::Borrowed(*s)).collect();
             assert_eq!(canonical_segments(raw), Ok(want), "{raw}");
         }
     }

@@ -4,6 +4,7 @@
 //! path's depth, not the number of routes. At each segment a literal beats a
 //! `{param}`, which beats a trailing `**`: the most specific route wins.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::Method;
@@ -206,7 +207,7 @@ impl Router {
         &'a self,
         host: &str,
         method: &Method,
-        segments: &[String],
+        segments: &[Cow<'_, str>],
     ) -> Option<Matched<'a>> {
         let mut captured = Vec::new();
         let route = find_in(&self.root, host, method, segments, &mut captured)?;
@@ -223,7 +224,7 @@ impl Router {
 impl Router {
     /// The methods some route takes for this host and path (for a 405's
     /// `Allow`), among the common ones.
-    pub fn methods_for(&self, host: &str, segments: &[String]) -> Vec<Method> {
+    pub fn methods_for(&self, host: &str, segments: &[Cow<'_, str>]) -> Vec<Method> {
         [
             Method::GET,
             Method::HEAD,
@@ -257,7 +258,7 @@ fn find_in<'a>(
     node: &'a Node,
     host: &str,
     method: &Method,
-    segments: &[String],
+    segments: &[Cow<'_, str>],
     captured: &mut Vec<String>,
 ) -> Option<&'a Arc<Route>> {
     match segments.split_first() {
@@ -267,14 +268,14 @@ fn find_in<'a>(
             }
         }
         Some((first, rest)) => {
-            if let Some(next) = node.literal.get(first.as_str()) {
+            if let Some(next) = node.literal.get(first.as_ref()) {
                 if let Some(r) = find_in(next, host, method, rest, captured) {
                     return Some(r);
                 }
             }
             // A parameter never captures an empty segment (`/orders/`).
             if let (Some(next), false) = (&node.param, first.is_empty()) {
-                captured.push(first.clone());
+                captured.push(first.to_string());
                 if let Some(r) = find_in(next, host, method, rest, captured) {
                     return Some(r);
                 }
