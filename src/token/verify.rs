@@ -229,7 +229,11 @@ pub fn verify(
 /// not a JWS with such a payload, which a hit's token always is.
 pub(crate) fn claims_again(token: &str, issuer: &Issuer) -> Option<Claims> {
     let p64 = token.split('.').nth(1)?;
-    let mut payload = decode_object(p64).ok()?;
+    let bytes = URL_SAFE_NO_PAD.decode(p64).ok()?;
+    // These bytes passed the strict parse (no duplicate member) when the
+    // token was verified: serde_json's own parser reads the same value
+    // from them, faster.
+    let mut payload: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
     issuer.strip_untrusted(&mut payload).ok()?;
     Some(Claims::from_object(payload))
 }
