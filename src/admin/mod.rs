@@ -38,11 +38,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
         });
         let (builders, mut shutdown, live) = (builders.clone(), shutdown.clone(), live.clone());
         tokio::spawn(async move {
-            let version = tokio::select! {
-                v = Version::sniff(&stream, within) => v,
-                _ = stopped(&mut shutdown) => None,
-            };
-            if let Some(version) = version {
+            if let Some(version) = Version::sniff(&stream, within, &mut shutdown).await {
                 builders
                     .serve(stream, version, svc, shutdown, Linger::default())
                     .await;

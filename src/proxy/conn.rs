@@ -58,8 +58,13 @@ impl Version {
     /// By a plaintext connection's first bytes, peeked (left for hyper):
     /// HTTP/2 if they are the whole preface, HTTP/1 from the first byte
     /// that differs. `None` when the client closed or sent nothing but part
-    /// of the preface within `within` (rule 18: no slot is held for good).
-    pub async fn sniff(stream: &TcpStream, within: Duration) -> Option<Self> {
+    /// of the preface within `within` (rule 18: no slot is held for good),
+    /// or when `shutdown` came first (the connection closes at once).
+    pub async fn sniff(
+        stream: &TcpStream,
+        within: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Self> {
         let sniff = async {
             let mut buf = [0u8; 24];
             loop {
@@ -78,7 +83,10 @@ impl Version {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         };
-        tokio::time::timeout(within, sniff).await.ok().flatten()
+        tokio::select! {
+            v = tokio::time::timeout(within, sniff) => v.ok().flatten(),
+            _ = stopped(shutdown) => None,
+        }
     }
 }
 

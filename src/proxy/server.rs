@@ -101,11 +101,7 @@ pub async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => {
-                    let version = tokio::select! {
-                        v = Version::sniff(&stream, within) => v,
-                        _ = stopped(&mut shutdown) => None,
-                    };
-                    if let Some(version) = version {
+                    if let Some(version) = Version::sniff(&stream, within, &mut shutdown).await {
                         builders.serve(stream, version, svc, shutdown, linger).await;
                     }
                 }
