@@ -135,23 +135,24 @@ request = function()
 end
 EOF
 
-# CPU ticks (utime + stime) of a process and its children's live threads.
+# CPU ticks of a process and its children's live threads: "user system".
 ticks() {
-  local total=0 p
+  local user=0 sys=0 p u s
   for p in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
     [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat")
+    user=$((user + u)) sys=$((sys + s))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 hz=$(getconf CLK_TCK)
 nginx_cpu=""
 echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores, loopback; bare RSA-2048 verify in this run: ${bare} µs" >&2
-printf '%-22s %10s %10s %9s %9s %9s\n' target "µs CPU/req" "req/s" p50 p99 "CPU/nginx" >&2
+printf '%-22s %10s %6s %6s %10s %9s %9s %9s\n' target "µs CPU/req" user sys "req/s" p50 p99 "CPU/nginx" >&2
 run() { # name pid url [wrk args...]
   local name=$1 pid=$2 url=$3
   shift 3
-  local before after r rps reqs p50 p99 cpu
+  local before after r rps reqs p50 p99 cpu user sys
   before=$(ticks "$pid")
   local perf_pid=""
   if [ -n "${STRACE:-}" ] && [ "$name" = "$STRACE" ]; then
@@ -168,11 +169,14 @@ run() { # name pid url [wrk args...]
   reqs=$(awk '/requests in/ {print $1}' <<<"$r")
   p50=$(awk '$1=="50%" {print $2}' <<<"$r")
   p99=$(awk '$1=="99%" {print $2}' <<<"$r")
-  cpu=$(awk -v a="$after" -v b="$before" -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.1f", (a - b) * 1e6 / hz / n}')
+  read -r user sys < <(awk -v a="$after" -v b="$before" -v n="$reqs" -v hz="$hz" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    printf "%.1f %.1f\n", (x[1] - y[1]) * 1e6 / hz / n, (x[2] - y[2]) * 1e6 / hz / n }')
+  cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.1f", u + s}')
   [ "$name" = "nginx proxy_pass" ] && nginx_cpu=$cpu
   local ratio="-"
   [ -n "$nginx_cpu" ] && [ "$pid" != "$ngpid" ] && ratio=$(awk -v c="$cpu" -v n="$nginx_cpu" 'BEGIN {printf "%.2f", c / n}')
-  printf '%-22s %10s %10.0f %9s %9s %9s\n' "$name" "$cpu" "$rps" "$p50" "$p99" "$ratio" >&2
+  printf '%-22s %10s %6s %6s %10.0f %9s %9s %9s\n' "$name" "$cpu" "$user" "$sys" "$rps" "$p50" "$p99" "$ratio" >&2
   if grep -q "Non-2xx" <<<"$r"; then
     printf '%-22s   (%s)\n' "" "$(grep Non-2xx <<<"$r" | xargs)" >&2
   fi
