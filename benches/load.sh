@@ -26,7 +26,9 @@
 # CLAIMGATE_BIN=path runs that binary as "cg" (e.g. one built with frame
 # pointers for a profile with call stacks).
 # PERF="cg cached RS256" records a perf profile (perf.data, or PERF_OUT) of
-# that target's run, for `perf report`.
+# that target's run, for `perf report`; PERF_CALLGRAPH="--call-graph dwarf"
+# unwinds by DWARF (a binary built with debug line tables) instead of frame
+# pointers. CG_EXTRA="workers: 1" adds a line to claimgate's config.
 #
 # wrk -t1 (one thread), keep-alive. Installs wrk and nginx-light from Debian
 # if missing (scripts/install-deps.sh --bench). Stops everything it started.
@@ -66,7 +68,7 @@ pids+=($ngpid)
 redis_port=$((base + 6))
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 pids+=($!)
-cg_config "redis: { url: \"redis://127.0.0.1:$redis_port/0\", timeout: 100ms }"
+cg_config "redis: { url: \"redis://127.0.0.1:$redis_port/0\", timeout: 100ms }" "${CG_EXTRA:-}"
 { bench_policy; cat <<EOF
   # The api route with a rate limit by plan (never reached), on this node
   # and in Redis: the cost of a limit against the route without.
@@ -159,7 +161,7 @@ run() { # name pid url [wrk args...]
     timeout 3 strace -c -f -p "$pid" -o "${STRACE_OUT:-strace.txt}" 2>/dev/null &
   fi
   if [ -n "${PERF:-}" ] && [ "$name" = "$PERF" ]; then
-    perf record -F 2000 -g -o "${PERF_OUT:-perf.data}" -p "$pid" -- sleep "$secs" 2>/dev/null &
+    perf record -F 2000 ${PERF_CALLGRAPH:--g} -o "${PERF_OUT:-perf.data}" -p "$pid" -- sleep "$secs" 2>/dev/null &
     perf_pid=$!
   fi
   r=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url")

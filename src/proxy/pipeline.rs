@@ -7,7 +7,10 @@
 //! refusal returns before the upstream is called: nothing reaches the
 //! upstream unless the request was allowed (SECURITY.md rule 20).
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HOST;
@@ -33,8 +36,14 @@ use hyper::upgrade::OnUpgrade;
 
 pub use crate::decision::Peer;
 
-/// Handles one request; never fails, every fault becomes a response.
-pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+/// Handles one request; never fails, every fault becomes a response
+/// (`Infallible`: hyper's service future as it is, with no wrapper).
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: Peer,
+) -> Result<Response<Body>, Infallible> {
+    let app = &*app;
     let started = Instant::now();
     // The request's deadline (`request_timeout`), up to the response head.
     let deadline = tokio::time::Instant::from_std(started) + app.limits.request_timeout;
@@ -151,7 +160,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> Response<B
     if let Some(spans) = spans {
         spans.finish(&record, routed);
     }
-    resp
+    Ok(resp)
 }
 
 /// The core's decision, then, if allowed, the upstream (or the webhook's
@@ -179,7 +188,7 @@ async fn forward_allowed(
     );
     let mut trace = NoTrace;
     let deciding = decision::decide_routed(ctx, matched, &host, &mut head, None, &mut trace);
-    let Some(outcome) = within(deadline, deciding).await else {
+    let Some(outcome) = within(deadline, std::pin::pin!(deciding)).await else {
         return (Seen::default(), Err(Rejection::RequestTimeout));
     };
     let (_, seen, verdict) = outcome.split();
@@ -414,10 +423,13 @@ fn set_forwarded(req: &mut Parts, host: &str, peer: Peer, proxy: FromProxy) {
 
 /// `fut`, unless `deadline` passes first (`None`). The timer is made only
 /// if `fut` waits: a decision from cached keys and tokens completes on its
-/// first poll and costs none.
-async fn within<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+/// first poll and costs none. `fut` is pinned by the caller, where it was
+/// made: passed by value, it would be copied whole twice more.
+async fn within<F: Future>(
+    deadline: tokio::time::Instant,
+    mut fut: Pin<&mut F>,
+) -> Option<F::Output> {
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
             return std::task::Poll::Ready(Some(out));

@@ -74,20 +74,23 @@ pub async fn serve(
         let noted = linger.clone();
         let svc = service_fn(move |req| {
             noted.note(&req);
-            let (app, door) = (app.clone(), door.clone());
+            let app = app.clone();
             // Boxed: hyper keeps a slot of the service future's size for
-            // every connection, idle ones too (~2.6 KB unboxed); boxed, the
-            // slot is a pointer and the request's state lives only while
-            // the request does.
-            let fut: RequestFuture = Box::pin(async move {
-                let resp = match &door {
-                    Door::Proxy => pipeline::handle(&app, req, peer).await,
-                    Door::ForwardAuth(config) => {
-                        super::forward_auth::handle(&app, config, req, peer).await
-                    }
-                };
-                Ok::<_, Infallible>(resp)
-            });
+            // every connection, idle ones too; boxed, the slot is a pointer
+            // and the request's state lives only while the request does.
+            // One box per door: the proxy's future is boxed as `handle`
+            // made it, not moved into a wrapper sized for both doors (each
+            // move of a future copies its whole size).
+            let fut: RequestFuture = match &door {
+                Door::Proxy => Box::pin(pipeline::handle(app, req, peer)),
+                Door::ForwardAuth(config) => {
+                    let config = config.clone();
+                    Box::pin(async move {
+                        let resp = super::forward_auth::handle(&app, &config, req, peer).await;
+                        Ok::<_, Infallible>(resp)
+                    })
+                }
+            };
             fut
         });
         let (builders, tls, mut shutdown, live) = (
