@@ -90,7 +90,11 @@ pub fn write(fields: &[(&str, Option<Field<'_>>)]) {
 /// `s` as a JSON string.
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // A fold, not `all`: with no early exit the test runs 16-32 bytes at a
+    // time, and almost every field needs no escape.
+    if s.bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20 && b != b'"' && b != b'\\'))
+    {
         out.extend_from_slice(s.as_bytes());
     } else {
         for c in s.chars() {
@@ -115,9 +119,9 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 
 /// `s` as `{:?}` writes it: quoted, escaped.
 fn debug_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if s.bytes().fold(true, |ok, b| {
+        ok & ((0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    }) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

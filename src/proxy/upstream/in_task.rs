@@ -214,8 +214,6 @@ pub async fn send(
     });
     let uri = std::mem::take(req.uri_mut());
     let authority = uri.authority().map_or("", |a| a.as_str());
-    let host = uri.host().unwrap_or("");
-    let port = uri.port_u16().unwrap_or(80);
     if !req.headers().contains_key(http::header::HOST) {
         if let Ok(v) = http::HeaderValue::from_str(authority) {
             req.headers_mut().insert(http::header::HOST, v);
@@ -226,7 +224,12 @@ pub async fn send(
     loop {
         let (mut conn, reused, aged) = match checkout(authority) {
             Some((c, aged)) => (c, true, aged),
-            None => (connect(host, port, connect_timeout).await?, false, false),
+            // Host and port parsed out of the authority only here: each
+            // is a scan of it, and most requests reuse a connection.
+            None => {
+                let (host, port) = (uri.host().unwrap_or(""), uri.port_u16().unwrap_or(80));
+                (connect(host, port, connect_timeout).await?, false, false)
+            }
         };
         let replay = if aged && !replayed {
             replayable(&req)
