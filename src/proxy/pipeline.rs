@@ -317,6 +317,7 @@ async fn send_upstream(
         .send(
             &upstream.transport,
             Request::from_parts(head, body),
+            tokio::time::Instant::from_std(sent),
             deadline,
         )
         .await;

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
@@ -103,7 +103,9 @@ impl Conn {
 /// bytes.
 struct Idle {
     conn: Box<Conn>,
-    since: Instant,
+    /// The sweep count when it was checked in: ages are counted in sweeps,
+    /// so that a check-in (every response) reads no clock.
+    since: u64,
     /// Idle for [`SWEEP_EVERY`] or more, as the last sweep found: the
     /// upstream's idle timeout may be about to close it.
     aged: bool,
@@ -112,10 +114,14 @@ struct Idle {
 thread_local! {
     /// This shard's idle connections by upstream `host:port`, newest last.
     static IDLE: RefCell<crate::FastMap<Box<str>, Vec<Idle>>> = RefCell::default();
+    /// How many sweeps this shard has done.
+    static SWEEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// How often a shard sweeps its idle connections ([`sweep_idle`]).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// [`IDLE_FOR`] in sweeps.
+const IDLE_PERIODS: u64 = IDLE_FOR.as_secs() / SWEEP_EVERY.as_secs();
 
 /// Closes this thread's idle connections (a shard's, before its runtime
 /// stops).
@@ -129,13 +135,18 @@ pub fn close_idle() {
 /// keep its connections (half-closed ones included) for good.
 pub fn sweep_idle() {
     let _ = IDLE.try_with(|idle| {
-        let now = Instant::now();
+        let now = SWEEPS.with(|s| {
+            s.set(s.get() + 1);
+            s.get()
+        });
         let mut cx = Context::from_waker(std::task::Waker::noop());
         idle.borrow_mut().retain(|_, list| {
             list.retain_mut(|i| {
-                let waited = now.duration_since(i.since);
-                i.aged = waited >= SWEEP_EVERY;
-                waited <= IDLE_FOR && i.conn.is_open(&mut cx)
+                // Checked in before the previous sweep: idle for a whole
+                // period at least (between 1 and 2 periods).
+                let periods = now - i.since;
+                i.aged = periods >= 2;
+                periods <= IDLE_PERIODS && i.conn.is_open(&mut cx)
             });
             !list.is_empty()
         });
@@ -171,7 +182,7 @@ fn checkin(authority: &str, conn: Box<Conn>) {
         if list.len() < IDLE_MAX {
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: SWEEPS.with(std::cell::Cell::get),
                 aged: false,
             });
         }

@@ -130,17 +130,19 @@ impl UpstreamClient {
     }
 
     /// Sends `req` over `transport` and waits for the response head, until
-    /// the response timeout or the request's `deadline`, whichever comes
-    /// first: one timer for both. A connect failure is a 502; a connect or
+    /// the response timeout (from `sent`, when the caller handed it over:
+    /// its clock read, not one more) or the request's `deadline`, whichever
+    /// comes first: one timer for both. A connect failure is a 502; a connect or
     /// response timeout a 504 (`UpstreamTimeout`), the request's deadline
     /// too (`RequestTimeout`).
     pub async fn send(
         &self,
         transport: &Transport,
         req: Request<UpstreamBody>,
+        sent: Instant,
         deadline: Instant,
     ) -> Result<Response<super::Body>, Rejection> {
-        let own = Instant::now() + self.response_timeout;
+        let own = sent + self.response_timeout;
         let (by, late) = if own < deadline {
             (own, Rejection::UpstreamTimeout)
         } else {
