@@ -387,7 +387,7 @@ pub fn authorize<T: Tracer>(
             return Err(Rejection::Render(RenderError::TooLong(name.clone())));
         }
         // Base64url is header-safe by construction.
-        if let Ok(v) = HeaderValue::from_str(&json) {
+        if let Ok(v) = HeaderValue::try_from(json) {
             rendered.push((name.clone(), v));
         }
     }

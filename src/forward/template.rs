@@ -232,9 +232,10 @@ impl HeaderTemplate {
         if out.bytes().any(|b| b < 0x20 || b == 0x7f) {
             return Err(RenderError::ControlCharacter(self.name.clone()));
         }
-        HeaderValue::from_str(&out)
-            .or_else(|_| HeaderValue::from_bytes(out.as_bytes()))
-            .map_err(|_| RenderError::ControlCharacter(self.name.clone()))
+        // The String's buffer becomes the value's, not a copy of it.
+        // (`from_str` and `from_bytes` accept the same bytes: visible
+        // ASCII, space, tab, obs-text.)
+        HeaderValue::try_from(out).map_err(|_| RenderError::ControlCharacter(self.name.clone()))
     }
 
     fn push_value(&self, out: &mut String, v: &Value) -> Result<(), RenderError> {

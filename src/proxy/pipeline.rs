@@ -402,7 +402,7 @@ fn set_forwarded(req: &mut Parts, host: &str, peer: Peer, proxy: FromProxy) {
     let mut buf = [0u8; 48];
     let peer_ip = forwarded::ip_text(peer.addr.ip(), &mut buf);
     let chain = match proxy.forwarded_for {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer_ip}")),
+        Some(prior) => HeaderValue::try_from(format!("{prior}, {peer_ip}")),
         None => HeaderValue::from_str(peer_ip),
     };
     if let Ok(v) = chain {
