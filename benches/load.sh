@@ -161,7 +161,7 @@ run() { # name pid url [wrk args...]
     timeout 3 strace -c -f -p "$pid" -o "${STRACE_OUT:-strace.txt}" 2>/dev/null &
   fi
   if [ -n "${PERF:-}" ] && [ "$name" = "$PERF" ]; then
-    perf record -F 2000 ${PERF_CALLGRAPH:--g} -o "${PERF_OUT:-perf.data}" -p "$pid" -- sleep "$secs" 2>/dev/null &
+    perf record -F 2000 ${PERF_CALLGRAPH:--g} -o "${PERF_OUT:-perf.data}" -p "$pid" -- sleep "$secs" 2>"${PERF_OUT:-perf.data}.log" &
     perf_pid=$!
   fi
   r=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url")
