@@ -5,10 +5,15 @@
 //! configuration, reason codes and results from enums. Never `sub`, tenant,
 //! token, path or header values.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+mod route_series;
+pub use route_series::{RouteHandles, DECISIONS};
 
 /// Request-duration buckets, fine below a millisecond so that claimgate's own
 /// overhead is visible, up to the upstream timeouts.
@@ -25,6 +30,16 @@ pub fn status_class(status: u16) -> Option<&'static str> {
     STATUS_CLASSES
         .get(usize::from(status / 100).checked_sub(1)?)
         .copied()
+}
+
+impl Metrics {
+    /// `claimgate_token_cache_lookups_total{result="hit"}` or `"miss"`.
+    pub fn token_cache_lookup(&self, hit: bool) -> &IntCounter {
+        self.token_cache_results[usize::from(hit)].get_or_init(|| {
+            self.token_cache_lookups
+                .with_label_values(&[if hit { "hit" } else { "miss" }])
+        })
+    }
 }
 
 pub struct Metrics {
@@ -54,6 +69,10 @@ pub struct Metrics {
     pub jwks_last_success: IntGaugeVec,
     /// Verified-token cache lookups by result (`hit`, `miss`).
     pub token_cache_lookups: IntCounterVec,
+    /// `token_cache_lookups`' two series, resolved on first use.
+    token_cache_results: [OnceLock<IntCounter>; 2],
+    /// Each thread's resolved per-route series ([`Metrics::for_route`]).
+    per_thread: route_series::PerThread,
     /// Introspection calls by issuer and result (`active`, `inactive`,
     /// `error`, `refused`, `throttled`).
     pub introspection_calls: IntCounterVec,
@@ -248,6 +267,8 @@ impl Metrics {
             .register(Box::new(token_cache_entries.clone()))
             .expect("unique metric");
         Self {
+            token_cache_results: Default::default(),
+            per_thread: Default::default(),
             registry,
             requests,
             auth_failures,

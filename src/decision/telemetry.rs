@@ -50,10 +50,7 @@ impl Record<'_> {
 pub fn record(metrics: &Metrics, r: &Record<'_>) {
     let issuer = r.seen.issuer_name();
     if let Some(hit) = r.seen.cache_hit {
-        metrics
-            .token_cache_lookups
-            .with_label_values(&[if hit { "hit" } else { "miss" }])
-            .inc();
+        metrics.token_cache_lookup(hit).inc();
     }
     match r.rejection {
         Some(Rejection::Token(e)) => {
@@ -76,21 +73,14 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         }
         _ => {}
     }
-    if let Some(class) = r.upstream_status.and_then(crate::metrics::status_class) {
-        metrics
-            .upstream_responses
-            .with_label_values(&[r.route, class])
-            .inc();
-    }
     let (decision, reason) = r.outcome();
-    metrics
-        .requests
-        .with_label_values(&[r.route, decision.as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[r.route])
-        .observe(r.elapsed.as_secs_f64());
+    metrics.for_route(r.route, |series| {
+        if let Some(counter) = r.upstream_status.and_then(|s| series.upstream_response(s)) {
+            counter.inc();
+        }
+        series.requests(decision.as_str(), decision as usize).inc();
+        series.request_duration().observe(r.elapsed.as_secs_f64());
+    });
     if crate::access_log::direct() {
         access_line(r, decision, reason, issuer);
         return;

@@ -321,10 +321,11 @@ async fn send_upstream(
             deadline,
         )
         .await;
-    app.metrics
-        .upstream_duration
-        .with_label_values(&[route])
-        .observe(sent.elapsed().as_secs_f64());
+    app.metrics.for_route(route, |series| {
+        series
+            .upstream_duration()
+            .observe(sent.elapsed().as_secs_f64());
+    });
     if let Some(spans) = spans {
         spans.upstream_end(resp.as_ref().ok().map(|r| r.status().as_u16()));
     }
