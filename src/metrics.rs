@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 mod route_series;
-pub use route_series::{RouteHandles, DECISIONS};
+pub use route_series::RouteHandles;
 
 /// Request-duration buckets, fine below a millisecond so that claimgate's own
 /// overhead is visible, up to the upstream timeouts.
@@ -22,25 +22,9 @@ const DURATION_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
-/// The `class` label of `claimgate_upstream_responses_total`.
-pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// The status class of `status` (100–599), or `None`.
-pub fn status_class(status: u16) -> Option<&'static str> {
-    STATUS_CLASSES
-        .get(usize::from(status / 100).checked_sub(1)?)
-        .copied()
-}
-
-impl Metrics {
-    /// `claimgate_token_cache_lookups_total{result="hit"}` or `"miss"`.
-    pub fn token_cache_lookup(&self, hit: bool) -> &IntCounter {
-        self.token_cache_results[usize::from(hit)].get_or_init(|| {
-            self.token_cache_lookups
-                .with_label_values(&[if hit { "hit" } else { "miss" }])
-        })
-    }
-}
+/// The `class` label of `claimgate_upstream_responses_total`, by status
+/// class (1xx first).
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 pub struct Metrics {
     registry: Registry,
@@ -95,6 +79,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// `claimgate_token_cache_lookups_total{result="hit"}` or `"miss"`.
+    pub fn token_cache_lookup(&self, hit: bool) -> &IntCounter {
+        self.token_cache_results[usize::from(hit)].get_or_init(|| {
+            self.token_cache_lookups
+                .with_label_values(&[if hit { "hit" } else { "miss" }])
+        })
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {

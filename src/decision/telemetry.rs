@@ -78,7 +78,7 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
         if let Some(counter) = r.upstream_status.and_then(|s| series.upstream_response(s)) {
             counter.inc();
         }
-        series.requests(decision.as_str(), decision as usize).inc();
+        series.requests(decision).inc();
         series.request_duration().observe(r.elapsed.as_secs_f64());
     });
     if crate::access_log::direct() {

@@ -12,14 +12,13 @@ use std::cell::{OnceCell, RefCell};
 use prometheus::{Histogram, IntCounter};
 
 use super::{Metrics, STATUS_CLASSES};
-
-/// The decisions a request can end with (`decision::Decision::ALL`).
-pub const DECISIONS: usize = 10;
+use crate::decision::Decision;
 
 /// One route's series, as far as this thread has used them.
 #[derive(Default)]
 pub(super) struct RouteSeries {
-    requests: [OnceCell<IntCounter>; DECISIONS],
+    /// By `Decision` (its place in `Decision::ALL`).
+    requests: [OnceCell<IntCounter>; Decision::ALL.len()],
     request_duration: OnceCell<Histogram>,
     upstream_duration: OnceCell<Histogram>,
     upstream_responses: [OnceCell<IntCounter>; STATUS_CLASSES.len()],
@@ -37,13 +36,12 @@ pub struct RouteHandles<'a> {
 }
 
 impl RouteHandles<'_> {
-    /// `claimgate_requests_total{route, decision}`; `index`: the decision's
-    /// place in `Decision::ALL`.
-    pub fn requests(&self, decision: &str, index: usize) -> &IntCounter {
-        self.series.requests[index].get_or_init(|| {
+    /// `claimgate_requests_total{route, decision}`.
+    pub fn requests(&self, decision: Decision) -> &IntCounter {
+        self.series.requests[decision as usize].get_or_init(|| {
             self.metrics
                 .requests
-                .with_label_values(&[self.route, decision])
+                .with_label_values(&[self.route, decision.as_str()])
         })
     }
 
@@ -64,7 +62,7 @@ impl RouteHandles<'_> {
     }
 
     /// `claimgate_upstream_responses_total{route, class}` for `status`, or
-    /// `None` outside 100–599.
+    /// `None` outside 100–599 (no class).
     pub fn upstream_response(&self, status: u16) -> Option<&IntCounter> {
         let i = usize::from(status / 100).checked_sub(1)?;
         let class = STATUS_CLASSES.get(i)?;
@@ -105,9 +103,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::Decision;
-
-    const _: () = assert!(Decision::ALL.len() == DECISIONS);
 
     #[test]
     fn decisions_index_their_own_slot() {
@@ -121,16 +116,10 @@ mod tests {
         let m = Metrics::new();
         let allowed = Decision::Allowed;
         for _ in 0..2 {
-            m.for_route("r", |s| {
-                s.requests(allowed.as_str(), allowed as usize).inc()
-            });
+            m.for_route("r", |s| s.requests(allowed).inc());
         }
         std::thread::scope(|t| {
-            t.spawn(|| {
-                m.for_route("r", |s| {
-                    s.requests(allowed.as_str(), allowed as usize).inc()
-                })
-            });
+            t.spawn(|| m.for_route("r", |s| s.requests(allowed).inc()));
         });
         m.for_route("r", |s| {
             assert!(s.upstream_response(204).is_some());
