@@ -74,13 +74,15 @@ for bin in "$@"; do
   callgrind_control -d "$vpid" >/dev/null 2>&1
   sleep 1
   public=$(total "$out")
+  [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").public.callgrind"; }
   callgrind_control -z "$vpid" >/dev/null 2>&1
   send "$n" /api/orders/7 "$token"
   callgrind_control -d "$vpid" >/dev/null 2>&1
   sleep 1
   cached=$(total "$out")
-  # KEEP=dir keeps the cached-route dump, for callgrind_annotate.
-  [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").callgrind"; }
+  # KEEP=dir keeps both dumps (NAME.public.callgrind, NAME.cached.callgrind),
+  # for callgrind_annotate.
+  [ -z "${KEEP:-}" ] || cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").cached.callgrind"
   kill "$vpid" 2>/dev/null || true
   wait "$vpid" 2>/dev/null || true
   printf '%-40s %14d %14d\n' "$bin" $((public / n)) $((cached / n))

@@ -3,6 +3,8 @@
 #
 #   upstream direct      an nginx answering 200 "ok" (the upstream of all)
 #   nginx proxy_pass     a real nginx as bare proxy (no auth), access log on
+#   hyper floor          a bare hyper 1 proxy built like claimgate's door
+#                        (benches/load/floor.rs): what the stack costs alone
 #   cg public            claimgate, a public route (routing + hygiene + hop)
 #   cg cached RS256      one valid token (verified once, then cached), a
 #                        `role` rule, 4 claim headers, access log on
@@ -39,7 +41,7 @@ conns=${2:-64}
 pool=${3:-100000}
 
 bash scripts/install-deps.sh --bench
-cargo build --release --quiet --bin claimgate --example loadkit
+cargo build --release --quiet --bin claimgate --example loadkit --example hyperfloor
 source benches/load/work.sh
 
 ./target/release/examples/loadkit "$work/kit" "$pool" >"$work/kit.out"
@@ -64,6 +66,11 @@ start_upstream
 /usr/sbin/nginx -c "$work/nginx/proxy.conf" -e "$work/nginx/proxy.err" &
 ngpid=$!
 pids+=($ngpid)
+
+floor_port=$((base + 7))
+./target/release/examples/hyperfloor "127.0.0.1:$floor_port" "127.0.0.1:$up" &
+floorpid=$!
+pids+=($floorpid)
 
 redis_port=$((base + 6))
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
@@ -115,6 +122,7 @@ fi
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null 2>&1 &&
     curl -fs "http://127.0.0.1:$ng/" >/dev/null 2>&1 &&
+    curl -fs "http://127.0.0.1:$floor_port/" >/dev/null 2>&1 &&
     { [ -z "${BASELINE:-}" ] || curl -fs "http://127.0.0.1:$((base + 5))/readyz" >/dev/null 2>&1; } && break
   sleep 0.1
 done
@@ -185,6 +193,7 @@ run() { # name pid url [wrk args...]
 }
 run "upstream direct" "${pids[0]}" "http://127.0.0.1:$up/api/orders/7"
 run "nginx proxy_pass" "$ngpid" "http://127.0.0.1:$ng/api/orders/7"
+run "hyper floor" "$floorpid" "http://127.0.0.1:$floor_port/api/orders/7"
 run "cg public" "$cgpid" "http://127.0.0.1:$cg/public/7"
 run "cg cached RS256" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $token"
 run "cg local limit" "$cgpid" "http://127.0.0.1:$cg/lim/orders/7" -H "Authorization: Bearer $token"
