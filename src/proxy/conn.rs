@@ -102,7 +102,9 @@ pub struct Builders {
 impl Builders {
     pub fn new(limits: &Limits) -> Self {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
+        // The shard's own timers: a header-read timer per request, nearly
+        // always cancelled (`deadlines`).
+        h1.timer(super::deadlines::ShardTimer)
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes);
         // hyper's own limit is 100 headers, parsed into arrays on the

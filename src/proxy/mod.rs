@@ -2,6 +2,7 @@
 //! `pipeline`, forward-auth), the listener and the upstream client.
 
 pub mod conn;
+pub mod deadlines;
 pub mod ext_authz;
 pub mod forward_auth;
 pub mod pipeline;

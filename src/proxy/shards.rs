@@ -100,6 +100,7 @@ pub fn serve(
                     SHARD.with(|s| s.set(Some(i)));
                     crate::logging::batch_this_thread();
                     runtime.block_on(async move {
+                        tokio::spawn(super::deadlines::drive());
                         tokio::spawn(async {
                             let mut tick = tokio::time::interval(crate::logging::FLUSH_EVERY);
                             loop {

@@ -152,15 +152,17 @@ impl UpstreamClient {
             // Boxed where it is made: the callers' futures then hold a
             // pointer, not its ~1.6 KB, and each of their moves copies less.
             let sent = Box::pin(in_task::send(req, self.connect_timeout));
-            return match tokio::time::timeout_at(by, sent).await {
-                Err(_) => Err(late),
-                Ok(Err(in_task::Failed::ConnectTimeout)) => Err(Rejection::UpstreamTimeout),
-                Ok(Ok(resp)) => Ok(resp.map(BodyExt::boxed)),
-                Ok(Err(in_task::Failed::Connect(e))) => {
+            // On the shard's own timers (`deadlines`): this one is set on
+            // every request and almost never fires.
+            return match super::deadlines::timeout_at(by.into_std(), sent).await {
+                None => Err(late),
+                Some(Err(in_task::Failed::ConnectTimeout)) => Err(Rejection::UpstreamTimeout),
+                Some(Ok(resp)) => Ok(resp.map(BodyExt::boxed)),
+                Some(Err(in_task::Failed::Connect(e))) => {
                     tracing::warn!(error = %e, "upstream connect failed");
                     Err(Rejection::UpstreamUnavailable)
                 }
-                Ok(Err(in_task::Failed::Request(e))) => Err(failed(&e)),
+                Some(Err(in_task::Failed::Request(e))) => Err(failed(&e)),
             };
         }
         let resp = Box::pin(self.send_pooled(transport, req, by, late)).await?;
