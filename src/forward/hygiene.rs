@@ -205,6 +205,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for v in headers.get_all(CONNECTION) {
             let Ok(v) = v.to_str() else { continue };
             for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                // The nine go anyway; most responses name one of them
+                // (`keep-alive`), which then costs no parse and no copy.
+                if hop.iter().any(|h| h.as_str().eq_ignore_ascii_case(n)) {
+                    continue;
+                }
                 if let Ok(name) = HeaderName::from_bytes(n.as_bytes()) {
                     named.push(name);
                 }

@@ -100,3 +100,18 @@ fn hop_by_hop_and_connection_named_headers_are_removed() {
         assert_eq!(left, vec!["x-secret-flag"], "{hop}");
     }
 }
+
+#[test]
+fn connection_naming_one_of_the_nine_still_removes_the_rest_it_names() {
+    // `Keep-Alive` is skipped as a name to parse (it goes anyway); the
+    // names after it still go.
+    let mut h = map(&[
+        ("connection", "Keep-Alive, TE, x-after"),
+        ("keep-alive", "timeout=5"),
+        ("x-after", "1"),
+        ("x-kept", "1"),
+    ]);
+    strip_hop_by_hop(&mut h);
+    let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    assert_eq!(left, vec!["x-kept"]);
+}
