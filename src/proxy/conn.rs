@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::server::stopped;
+use super::server::{stopped, Stopping};
 use crate::config::Limits;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -135,7 +135,7 @@ impl Builders {
         io: I,
         version: Version,
         svc: S,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
         linger: Linger,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -153,8 +153,9 @@ impl Builders {
                     .serve_connection(TokioIo::new(Lingering::new(io, linger)), svc)
                     .with_upgrades());
                 tokio::select! {
+                    biased;
                     _ = conn.as_mut() => return,
-                    _ = stopped(&mut shutdown) => {}
+                    _ = Stopping::new(shutdown) => {}
                 }
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
@@ -167,8 +168,9 @@ impl Builders {
                 // task, HTTP/1 ones included.
                 let mut conn = Box::pin(self.h2.serve_connection(TokioIo::new(io), svc));
                 tokio::select! {
+                    biased;
                     _ = conn.as_mut() => return,
-                    _ = stopped(&mut shutdown) => {}
+                    _ = Stopping::new(shutdown) => {}
                 }
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;

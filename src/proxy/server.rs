@@ -5,7 +5,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
@@ -136,4 +138,72 @@ pub async fn serve(
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // Drop the borrow guard at once: holding it across an await is not Send.
     let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// [`stopped`] for a connection, which polls it with every poll of the
+/// connection (three or so per request). The watch's own future takes
+/// its waiter list's lock on every poll; this one polls it only when the
+/// watch has woken it, and is otherwise a flag read.
+pub struct Stopping {
+    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
+    flag: Arc<Flag>,
+    /// `flag` as a waker, made once.
+    waker: std::task::Waker,
+    /// The task's waker as last given to `flag`.
+    task: Option<std::task::Waker>,
+}
+
+struct Flag {
+    woken: AtomicBool,
+    task: Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl Stopping {
+    pub fn new(mut shutdown: watch::Receiver<bool>) -> Self {
+        let flag = Arc::new(Flag {
+            // Polled at the first poll, to register with the watch.
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        Stopping {
+            inner: Box::pin(async move { stopped(&mut shutdown).await }),
+            waker: std::task::Waker::from(flag.clone()),
+            flag,
+            task: None,
+        }
+    }
+}
+
+impl Future for Stopping {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            let task = cx.waker().clone();
+            *this.flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.clone());
+            this.task = Some(task);
+        }
+        if this.flag.woken.load(Ordering::Acquire) && this.flag.woken.swap(false, Ordering::AcqRel)
+        {
+            return this
+                .inner
+                .as_mut()
+                .poll(&mut Context::from_waker(&this.waker));
+        }
+        Poll::Pending
+    }
 }
