@@ -34,6 +34,25 @@ pub enum Field<'a> {
     U64(u64),
 }
 
+/// A field's name as each format writes it before the value, made at
+/// compile time by [`name!`]: `,"route":` and ` route=`.
+/// One copy per field instead of four pieces.
+pub struct Name {
+    pub json: &'static str,
+    pub text: &'static str,
+}
+
+/// The [`Name`] of an access-line field.
+macro_rules! name {
+    ($n:literal) => {
+        $crate::access_log::Name {
+            json: concat!(",\"", $n, "\":"),
+            text: concat!(" ", $n, "="),
+        }
+    };
+}
+pub(crate) use name;
+
 /// Whether [`write`] is to be used: a format is set and the filter lets
 /// `claimgate::access` lines through.
 pub fn direct() -> bool {
@@ -43,7 +62,7 @@ pub fn direct() -> bool {
 
 /// Writes one access line of `fields` (a `None` is left out, as `tracing`
 /// leaves out an absent `Option`).
-pub fn write(fields: &[(&str, Option<Field<'_>>)]) {
+pub fn write(fields: &[(Name, Option<Field<'_>>)]) {
     let json = FORMAT.load(Ordering::Relaxed) == JSON;
     crate::logging::with_line(|out| {
         let now = SystemTime::now()
@@ -56,13 +75,9 @@ pub fn write(fields: &[(&str, Option<Field<'_>>)]) {
             let mut first = true;
             for (name, value) in fields {
                 let Some(value) = value else { continue };
-                if !first {
-                    out.push(b',');
-                }
+                // The first field has no comma before it.
+                out.extend_from_slice(&name.json.as_bytes()[usize::from(first)..]);
                 first = false;
-                out.push(b'"');
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b"\":");
                 match value {
                     Field::Str(s) => json_str(out, s),
                     Field::U64(n) => push_u64(out, *n),
@@ -74,9 +89,7 @@ pub fn write(fields: &[(&str, Option<Field<'_>>)]) {
             out.extend_from_slice(b"  INFO claimgate::access:");
             for (name, value) in fields {
                 let Some(value) = value else { continue };
-                out.push(b' ');
-                out.extend_from_slice(name.as_bytes());
-                out.push(b'=');
+                out.extend_from_slice(name.text.as_bytes());
                 match value {
                     Field::Str(s) => debug_str(out, s),
                     Field::U64(n) => push_u64(out, *n),
@@ -212,6 +225,12 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "2026-11-30T11:24:15.176395Z"
         );
+    }
+
+    #[test]
+    fn field_names_are_written_as_each_format_writes_them() {
+        let n = name!("route");
+        assert_eq!((n.json, n.text), (",\"route\":", " route="));
     }
 
     #[test]

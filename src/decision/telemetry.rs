@@ -107,28 +107,29 @@ pub fn record(metrics: &Metrics, r: &Record<'_>) {
 /// The same line, written by [`crate::access_log`] without `tracing`'s
 /// formatter.
 fn access_line(r: &Record<'_>, decision: Decision, reason: &str, issuer: Option<&str>) {
+    use crate::access_log::name;
     use crate::access_log::Field::{Str, U64};
     let mut client = [0u8; 48];
     let client = r
         .client
         .map(|ip| crate::forward::forwarded::ip_text(ip, &mut client));
     crate::access_log::write(&[
-        ("door", Some(Str(r.door))),
-        ("route", Some(Str(r.route))),
-        ("decision", Some(Str(decision.as_str()))),
-        ("reason", Some(Str(reason))),
-        ("issuer", Some(Str(issuer.unwrap_or("")))),
-        ("status", Some(U64(u64::from(r.status)))),
+        (name!("door"), Some(Str(r.door))),
+        (name!("route"), Some(Str(r.route))),
+        (name!("decision"), Some(Str(decision.as_str()))),
+        (name!("reason"), Some(Str(reason))),
+        (name!("issuer"), Some(Str(issuer.unwrap_or("")))),
+        (name!("status"), Some(U64(u64::from(r.status)))),
         (
-            "upstream_status",
+            name!("upstream_status"),
             r.upstream_status.map(|s| U64(u64::from(s))),
         ),
-        ("latency_us", Some(U64(r.elapsed.as_micros() as u64))),
-        ("method", Some(Str(r.method))),
-        ("path", Some(Str(r.path))),
-        ("client", client.map(Str)),
-        ("request_id", Some(Str(r.request_id))),
-        ("bytes", r.bytes.map(U64)),
-        ("trace_id", r.trace_id.as_deref().map(Str)),
+        (name!("latency_us"), Some(U64(r.elapsed.as_micros() as u64))),
+        (name!("method"), Some(Str(r.method))),
+        (name!("path"), Some(Str(r.path))),
+        (name!("client"), client.map(Str)),
+        (name!("request_id"), Some(Str(r.request_id))),
+        (name!("bytes"), r.bytes.map(U64)),
+        (name!("trace_id"), r.trace_id.as_deref().map(Str)),
     ]);
 }
