@@ -25,6 +25,8 @@
 #
 # BASELINE=path/to/an/older/claimgate runs that binary too, on the public and
 # cached targets, between two runs of this one: before/after in one run.
+# ROUNDS=n repeats nginx, the floor and the public and cached routes n
+# times (each round's ratios against its own nginx run).
 # CLAIMGATE_BIN=path runs that binary as "cg" (e.g. one built with frame
 # pointers for a profile with call stacks).
 # PERF="cg cached RS256" records a perf profile (perf.data, or PERF_OUT) of
@@ -192,10 +194,15 @@ run() { # name pid url [wrk args...]
   fi
 }
 run "upstream direct" "${pids[0]}" "http://127.0.0.1:$up/api/orders/7"
-run "nginx proxy_pass" "$ngpid" "http://127.0.0.1:$ng/api/orders/7"
-run "hyper floor" "$floorpid" "http://127.0.0.1:$floor_port/api/orders/7"
-run "cg public" "$cgpid" "http://127.0.0.1:$cg/public/7"
-run "cg cached RS256" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $token"
+# ROUNDS=n: nginx, the floor and claimgate's public and cached routes n
+# times over, each round's ratios against that round's nginx (the
+# machine's noise shows in the spread).
+for _ in $(seq "${ROUNDS:-1}"); do
+  run "nginx proxy_pass" "$ngpid" "http://127.0.0.1:$ng/api/orders/7"
+  run "hyper floor" "$floorpid" "http://127.0.0.1:$floor_port/api/orders/7"
+  run "cg public" "$cgpid" "http://127.0.0.1:$cg/public/7"
+  run "cg cached RS256" "$cgpid" "http://127.0.0.1:$cg/api/orders/7" -H "Authorization: Bearer $token"
+done
 run "cg local limit" "$cgpid" "http://127.0.0.1:$cg/lim/orders/7" -H "Authorization: Bearer $token"
 run "cg redis limit" "$cgpid" "http://127.0.0.1:$cg/rl/orders/7" -H "Authorization: Bearer $token"
 if [ -n "${BASELINE:-}" ]; then
