@@ -6,6 +6,10 @@
 #
 #   bash benches/instructions.sh [requests=2000] BINARY...
 #
+# A BINARY named `nginx` or `floor` counts, for reference, nginx as bare
+# proxy (one worker, no master, access log on) or the bare hyper proxy of
+# benches/load/floor.rs, on the public route only.
+#
 # Each binary serves the same config (one worker thread, JSON access log
 # on) under callgrind, with an nginx upstream. After 300 warm-up requests
 # the counters are zeroed; then REQUESTS requests on one keep-alive
@@ -19,7 +23,7 @@ shift || true
 [ $# -gt 0 ] || { echo "usage: benches/instructions.sh [requests] BINARY..." >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is missing" >&2; exit 1; }
 bash scripts/install-deps.sh --bench
-cargo build --release --quiet --example loadkit
+cargo build --release --quiet --example loadkit --example hyperfloor
 source benches/load/work.sh
 
 ./target/release/examples/loadkit "$work/kit" 1 >/dev/null
@@ -59,31 +63,57 @@ printf '%-40s %14s %14s\n' "binary ($n requests each)" "public Ir/req" "cached I
 for bin in "$@"; do
   out="$work/cg-out"
   rm -rf "$out" && mkdir -p "$out"
+  ready="http://127.0.0.1:$adm/readyz" reference=""
+  case "$bin" in
+    nginx)
+      reference=1 ready="http://127.0.0.1:$cg/public/0"
+      nginx_conf proxy 1 "
+        access_log $work/nginx/proxy-access.log;
+        upstream app { server 127.0.0.1:$up; keepalive 128; }
+        server {
+          listen 127.0.0.1:$cg;
+          location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+          }
+        }"
+      sed -i 's/^daemon off;/daemon off;\nmaster_process off;/' "$work/nginx/proxy.conf"
+      cmd=(/usr/sbin/nginx -c "$work/nginx/proxy.conf" -e "$work/nginx/proxy.err") ;;
+    floor)
+      reference=1 ready="http://127.0.0.1:$cg/public/0"
+      cmd=(./target/release/examples/hyperfloor "127.0.0.1:$cg" "127.0.0.1:$up" 1) ;;
+    *) cmd=("$bin" run --config "$work/cg/claimgate.yaml") ;;
+  esac
   valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$out/callgrind.out.%p" \
-    "$bin" run --config "$work/cg/claimgate.yaml" >/dev/null 2>"$work/cg/stderr.log" &
+    "${cmd[@]}" >/dev/null 2>"$work/cg/stderr.log" &
   vpid=$!
   for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null 2>&1 && break
+    curl -fs "$ready" >/dev/null 2>&1 && break
     sleep 0.2
   done
-  curl -fs "http://127.0.0.1:$adm/readyz" >/dev/null || { cat "$work/cg/stderr.log" >&2; exit 1; }
+  curl -fs "$ready" >/dev/null || { cat "$work/cg/stderr.log" >&2; exit 1; }
   send 300 /public/1
-  send 300 /api/orders/7 "$token"
+  [ -n "$reference" ] || send 300 /api/orders/7 "$token"
   callgrind_control -z "$vpid" >/dev/null 2>&1
   send "$n" /public/1
   callgrind_control -d "$vpid" >/dev/null 2>&1
   sleep 1
   public=$(total "$out")
   [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").public.callgrind"; }
-  callgrind_control -z "$vpid" >/dev/null 2>&1
-  send "$n" /api/orders/7 "$token"
-  callgrind_control -d "$vpid" >/dev/null 2>&1
-  sleep 1
-  cached=$(total "$out")
-  # KEEP=dir keeps both dumps (NAME.public.callgrind, NAME.cached.callgrind),
-  # for callgrind_annotate.
-  [ -z "${KEEP:-}" ] || cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").cached.callgrind"
+  if [ -z "$reference" ]; then
+    callgrind_control -z "$vpid" >/dev/null 2>&1
+    send "$n" /api/orders/7 "$token"
+    callgrind_control -d "$vpid" >/dev/null 2>&1
+    sleep 1
+    cached=$(($(total "$out") / n))
+    # KEEP=dir keeps both dumps (NAME.public.callgrind, NAME.cached.callgrind),
+    # for callgrind_annotate.
+    [ -z "${KEEP:-}" ] || cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").cached.callgrind"
+  else
+    cached="-"
+  fi
   kill "$vpid" 2>/dev/null || true
   wait "$vpid" 2>/dev/null || true
-  printf '%-40s %14d %14d\n' "$bin" $((public / n)) $((cached / n))
+  printf '%-40s %14d %14s\n' "$bin" $((public / n)) "$cached"
 done
