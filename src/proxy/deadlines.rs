@@ -36,7 +36,7 @@ struct Table {
     slots: Vec<Option<Slot>>,
     /// Each slot's generation, bumped when it is freed: a timer whose
     /// generation is gone has fired.
-    generations: Vec<u32>,
+    generations: Vec<u64>,
     free: Vec<u32>,
     /// When the driver looks next (`None`: when it is told).
     next_look: Option<Instant>,
@@ -53,7 +53,7 @@ struct Slot {
 }
 
 impl Table {
-    fn set(&mut self, at: Instant, waker: &Waker) -> (u32, u32) {
+    fn set(&mut self, at: Instant, waker: &Waker) -> (u32, u64) {
         let slot = Slot {
             at,
             waker: waker.clone(),
@@ -181,7 +181,7 @@ enum State {
     Set {
         table: usize,
         index: u32,
-        generation: u32,
+        generation: u64,
     },
     /// A tokio timer: no table on the thread that polled it.
     Tokio(Pin<Box<tokio::time::Sleep>>),
