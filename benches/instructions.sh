@@ -67,17 +67,7 @@ for bin in "$@"; do
   case "$bin" in
     nginx)
       reference=1 ready="http://127.0.0.1:$cg/public/0"
-      nginx_conf proxy 1 "
-        access_log $work/nginx/proxy-access.log;
-        upstream app { server 127.0.0.1:$up; keepalive 128; }
-        server {
-          listen 127.0.0.1:$cg;
-          location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-          }
-        }"
+      nginx_proxy 1 "$cg"
       sed -i 's/^daemon off;/daemon off;\nmaster_process off;/' "$work/nginx/proxy.conf"
       cmd=(/usr/sbin/nginx -c "$work/nginx/proxy.conf" -e "$work/nginx/proxy.err") ;;
     floor)

@@ -53,17 +53,7 @@ bare=$(awk '/^bare_verify_us/ {print $2}' "$work/kit.out")
 base=$((20000 + RANDOM % 20000))
 up=$base ng=$((base + 1)) cg=$((base + 2)) adm=$((base + 3))
 source benches/load/setup.sh
-nginx_conf proxy auto "
-  access_log $work/nginx/proxy-access.log;
-  upstream app { server 127.0.0.1:$up; keepalive 128; }
-  server {
-    listen 127.0.0.1:$ng;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }
-  }"
+nginx_proxy auto "$ng"
 start_upstream
 /usr/sbin/nginx -c "$work/nginx/proxy.conf" -e "$work/nginx/proxy.err" &
 ngpid=$!

@@ -32,6 +32,22 @@ nginx_conf upstream 1 "
     location / { default_type text/plain; return 200 \"ok\n\"; }
   }"
 
+# nginx as bare proxy to the upstream on PORT, access log on (keep-alive
+# to the upstream, as claimgate): $work/nginx/proxy.conf.
+nginx_proxy() { # workers port
+  nginx_conf proxy "$1" "
+  access_log $work/nginx/proxy-access.log;
+  upstream app { server 127.0.0.1:$up; keepalive 128; }
+  server {
+    listen 127.0.0.1:$2;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }"
+}
+
 # The bench policy's issuer, upstream, public route and the api route (a
 # `role` rule, 4 claim headers), on stdout; callers append routes.
 bench_policy() {
