@@ -3,10 +3,11 @@
 //!
 //! Almost every such timer is cancelled, not fired: a head arrives, an
 //! upstream answers. With tokio's timer each one still went into the timer
-//! wheel under its lock and out again, plus the driver's bookkeeping on
-//! every park; about 2,700 instructions per request for hyper's header
-//! timer alone (`benches/instructions.sh` on the bare hyper proxy of
-//! `benches/load/floor.rs`: 27,800 with it, 25,100 without).
+//! wheel under its lock and out again: ~1,200 instructions per request
+//! for the two (`benches/instructions.sh`), against ~370 here. (The bare
+//! hyper proxy of `benches/load/floor.rs` drops 2,700 without any timer,
+//! but part of that is the time driver's work on every park, which
+//! claimgate's interval tasks keep in any case.)
 //!
 //! Here a timer is a slot in the shard's thread-local table: set on its
 //! first poll (a waker clone), freed when it is dropped. One driver task
