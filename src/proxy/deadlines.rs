@@ -1,5 +1,6 @@
 //! A shard's own timers for the per-request deadlines: hyper's header-read
-//! timeout and the upstream's response timeout.
+//! timeout, the request deadline while the decision waits, and the
+//! upstream's response timeout.
 //!
 //! Almost every such timer is cancelled, not fired: a head arrives, an
 //! upstream answers. With tokio's timer each one still went into the timer
@@ -93,11 +94,8 @@ impl Table {
         for i in 0..self.slots.len() {
             let Some(slot) = &self.slots[i] else { continue };
             if slot.at <= now {
-                if let Some(slot) = self.slots[i].take() {
-                    due.push(slot.waker);
-                }
-                self.generations[i] = self.generations[i].wrapping_add(1);
-                self.free.push(i as u32);
+                due.push(slot.waker.clone());
+                self.free(i as u32);
             } else if earliest.is_none_or(|e| slot.at < e) {
                 earliest = Some(slot.at);
             }
@@ -286,7 +284,8 @@ impl Drop for Deadline {
     }
 }
 
-/// `fut`'s output, or `None` if `at` passes first.
+/// `fut`'s output, or `None` if `at` passes first. The timer is set only
+/// if `fut` waits (a [`Deadline`] takes a slot on its first poll).
 pub async fn timeout_at<F: Future>(at: Instant, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     let mut deadline = Deadline::at(at);
@@ -316,7 +315,8 @@ impl hyper::rt::Timer for ShardTimer {
 impl hyper::rt::Sleep for Deadline {}
 
 /// How many timers this thread's table holds (`None`: no table).
-pub fn pending() -> Option<usize> {
+#[cfg(test)]
+fn pending() -> Option<usize> {
     TABLE
         .try_with(|t| t.borrow().as_ref().map(|t| t.slots.len() - t.free.len()))
         .ok()

@@ -8,8 +8,6 @@
 //! upstream unless the request was allowed (SECURITY.md rule 20).
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -188,8 +186,16 @@ async fn forward_allowed(
         route.trust_rewrite_headers,
     );
     let mut trace = NoTrace;
-    let deciding = decision::decide_routed(ctx, matched, &host, &mut head, None, &mut trace);
-    let Some(outcome) = within(deadline, std::pin::pin!(deciding)).await else {
+    // The timer is set only if the decision waits: one from cached keys
+    // and tokens completes on its first poll and costs none. Pinned where
+    // it is made: passed by value it would be copied whole again.
+    let decided = {
+        let deciding = std::pin::pin!(decision::decide_routed(
+            ctx, matched, &host, &mut head, None, &mut trace
+        ));
+        super::deadlines::timeout_at(deadline.into_std(), deciding).await
+    };
+    let Some(outcome) = decided else {
         return (Seen::default(), Err(Rejection::RequestTimeout));
     };
     let (_, seen, verdict) = outcome.split();
@@ -422,23 +428,4 @@ fn set_forwarded(req: &mut Parts, host: &str, peer: Peer, proxy: FromProxy) {
     if let Some(v) = proxy.host.or(own_host) {
         headers.insert(forwarded::X_FORWARDED_HOST, v);
     }
-}
-
-/// `fut`, unless `deadline` passes first (`None`). The timer is made only
-/// if `fut` waits: a decision from cached keys and tokens completes on its
-/// first poll and costs none. `fut` is pinned by the caller, where it was
-/// made: passed by value, it would be copied whole twice more.
-async fn within<F: Future>(
-    deadline: tokio::time::Instant,
-    mut fut: Pin<&mut F>,
-) -> Option<F::Output> {
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(out));
-        }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
 }
