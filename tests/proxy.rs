@@ -266,13 +266,24 @@ async fn upstream_down_is_502() {
 
 #[tokio::test]
 async fn slow_upstream_is_504() {
-    let s = Builder::new()
-        .limits(|l| l.upstream_response_timeout = Duration::from_millis(200))
-        .start()
-        .await;
-    let r = s.get_with_token("/slow/2000", &s.gold_token()).await;
-    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(r.reason(), "upstream_timeout");
+    // Plain HTTP/1.1 (the in-task path) and h2c (hyper-util's pool).
+    let h2c = common::POLICY.replace(
+        "  app: ${UPSTREAM}\n",
+        "  app: { url: \"${UPSTREAM}\", protocol: h2c }\n",
+    );
+    assert_ne!(h2c, common::POLICY);
+    for policy in [common::POLICY.to_string(), h2c] {
+        let s = Builder::new()
+            .policy(&policy)
+            .limits(|l| l.upstream_response_timeout = Duration::from_millis(200))
+            .start()
+            .await;
+        let started = std::time::Instant::now();
+        let r = s.get_with_token("/slow/2000", &s.gold_token()).await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{policy}");
+        assert_eq!(r.reason(), "upstream_timeout");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+    }
 }
 
 #[tokio::test]

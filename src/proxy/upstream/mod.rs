@@ -152,8 +152,8 @@ impl UpstreamClient {
             // Boxed where it is made: the callers' futures then hold a
             // pointer, not its ~1.6 KB, and each of their moves copies less.
             let sent = Box::pin(in_task::send(req, self.connect_timeout));
-            // On the shard's own timers (`deadlines`): this one is set on
-            // every request and almost never fires.
+            // On the shard's own timers (`deadlines`), as the pooled
+            // path's: set on every request, almost never fired.
             return match super::deadlines::timeout_at(by.into_std(), sent).await {
                 None => Err(late),
                 Some(Err(in_task::Failed::ConnectTimeout)) => Err(Rejection::UpstreamTimeout),
@@ -185,10 +185,10 @@ impl UpstreamClient {
             // pool takes h2 when ALPN chose it.
             http::Version::HTTP_11
         };
-        match tokio::time::timeout_at(by, client.request(req)).await {
-            Err(_) => Err(late),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(failed(&e)),
+        match super::deadlines::timeout_at(by.into_std(), client.request(req)).await {
+            None => Err(late),
+            Some(Ok(resp)) => Ok(resp),
+            Some(Err(e)) => Err(failed(&e)),
         }
     }
 }
