@@ -90,6 +90,8 @@ for bin in "$@"; do
   callgrind_control -d "$vpid" >/dev/null 2>&1
   sleep 1
   public=$(total "$out")
+  # KEEP=dir keeps the dumps (NAME.public.callgrind, NAME.cached.callgrind),
+  # for callgrind_annotate.
   [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").public.callgrind"; }
   if [ -z "$reference" ]; then
     callgrind_control -z "$vpid" >/dev/null 2>&1
@@ -97,8 +99,6 @@ for bin in "$@"; do
     callgrind_control -d "$vpid" >/dev/null 2>&1
     sleep 1
     cached=$(($(total "$out") / n))
-    # KEEP=dir keeps both dumps (NAME.public.callgrind, NAME.cached.callgrind),
-    # for callgrind_annotate.
     [ -z "${KEEP:-}" ] || cp "$(ls -t "$out"/callgrind.out.* | head -1)" "$KEEP/$(basename "$bin").cached.callgrind"
   else
     cached="-"
